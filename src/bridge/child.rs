@@ -1,0 +1,273 @@
+//! One stdio MCP server process: spawned in its own process group, fed JSON-RPC lines on stdin,
+//! read line by line from stdout, its stderr kept in a shared [`LogRing`].
+//!
+//! This module owns every way a child can end, so that nothing outlives its session: stdin EOF
+//! first (what well-behaved servers exit on), then SIGTERM to the whole group, then SIGKILL.
+//! It never interprets messages; routing lives in [`super::relay`].
+
+use std::{process::Stdio, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    process::Command,
+    sync::{mpsc, watch},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{logs::LogRing, relay::Upstream};
+
+/// Longest stdout line (one JSON-RPC message) accepted from a child.
+const MAX_LINE: usize = 64 * 1024 * 1024;
+/// How long a child gets after stdin EOF before SIGTERM, and after SIGTERM before SIGKILL.
+const EOF_GRACE: Duration = Duration::from_millis(800);
+const TERM_GRACE: Duration = Duration::from_millis(1500);
+
+/// What to run: the argv and the environment added to the meta server's own.
+#[derive(Debug, Clone)]
+pub struct ChildCommand {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Exit code, when it exited on its own.
+    pub code: Option<i32>,
+    /// Signal number, when a signal ended it.
+    pub signal: Option<i32>,
+}
+
+impl std::fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "exit code {c}"),
+            (None, Some(s)) => write!(f, "killed by signal {s}"),
+            (None, None) => write!(f, "unknown exit status"),
+        }
+    }
+}
+
+/// Error starting a child.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot start `{program}`: {source}")]
+    Io {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the command is empty")]
+    Empty,
+}
+
+/// A running child. Dropping it terminates the process group (in the background).
+pub struct Child {
+    pid: u32,
+    stdin: Option<mpsc::Sender<Bytes>>,
+    stdout: Option<mpsc::Receiver<Bytes>>,
+    /// Closes stdin even while a relay still holds the sender.
+    close_stdin: CancellationToken,
+    exit: watch::Receiver<Option<ExitInfo>>,
+    terminated: bool,
+}
+
+impl Child {
+    /// Spawn `cmd` with piped stdio in a new process group; `tag` prefixes its stderr lines.
+    pub fn spawn(cmd: &ChildCommand, logs: Arc<LogRing>, tag: String) -> Result<Child, SpawnError> {
+        let (program, args) = cmd.argv.split_first().ok_or(SpawnError::Empty)?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false);
+        // SAFETY: prctl is async-signal-safe; it only sets a flag on the new process.
+        #[cfg(target_os = "linux")]
+        unsafe {
+            command.pre_exec(|| {
+                // The child dies with us even if we are SIGKILLed. The signal fires when the
+                // forking *thread* exits; tokio workers live as long as the runtime.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                Ok(())
+            });
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|source| SpawnError::Io { program: program.clone(), source })?;
+        let pid = child.id().unwrap_or_default();
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+
+        let (in_tx, in_rx) = mpsc::channel::<Bytes>(64);
+        let (out_tx, out_rx) = mpsc::channel::<Bytes>(64);
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let close_stdin = CancellationToken::new();
+        tokio::spawn(write_stdin(stdin, in_rx, close_stdin.clone()));
+        tokio::spawn(read_stdout(stdout, out_tx, logs.clone(), tag.clone()));
+        tokio::spawn(read_stderr(stderr, logs.clone(), tag.clone()));
+        let exit_tag = tag.clone();
+        tokio::spawn(async move {
+            let tag = exit_tag;
+            let status = child.wait().await;
+            let info = match status {
+                Ok(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    ExitInfo { code: s.code(), signal: s.signal() }
+                }
+                Err(_) => ExitInfo { code: None, signal: None },
+            };
+            tracing::debug!(pid, %info, tag, "child exited");
+            // Sweep anything the leader left behind in its group (e.g. uvx's python).
+            signal_group(pid, libc::SIGKILL);
+            let _ = exit_tx.send(Some(info));
+        });
+        tracing::debug!(pid, tag, argv = ?cmd.argv, "child started");
+        Ok(Child { pid, stdin: Some(in_tx), stdout: Some(out_rx), close_stdin, exit: exit_rx, terminated: false })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// A watch that turns `Some` when the process has exited and been reaped.
+    pub fn exit_watch(&self) -> watch::Receiver<Option<ExitInfo>> {
+        self.exit.clone()
+    }
+
+    /// Hand the child's stdin and stdout to a relay. Called once.
+    pub fn take_upstream(&mut self) -> Upstream {
+        Upstream {
+            tx: self.stdin.take().expect("upstream taken once"),
+            rx: self.stdout.take().expect("upstream taken once"),
+            exit: Some(self.exit.clone()),
+        }
+    }
+
+    /// Write one message to stdin (used before the upstream is handed over, e.g. by the probe).
+    pub async fn send(&self, msg: Bytes) -> bool {
+        match &self.stdin {
+            Some(tx) => tx.send(msg).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Receive one stdout message (before the upstream is handed over).
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        self.stdout.as_mut()?.recv().await
+    }
+
+    /// End the child: stdin EOF, then SIGTERM, then SIGKILL, each after a grace period.
+    /// Returns how it ended; bounded by about 2.5 s.
+    pub async fn terminate(mut self) -> Option<ExitInfo> {
+        self.terminated = true;
+        terminate_process(self.pid, self.close_stdin.clone(), self.exit.clone()).await
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !self.terminated {
+            let (pid, close, exit) = (self.pid, self.close_stdin.clone(), self.exit.clone());
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(terminate_process(pid, close, exit));
+            } else {
+                signal_group(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The escalation shared by [`Child::terminate`] and [`Drop`].
+pub(crate) async fn terminate_process(
+    pid: u32,
+    close_stdin: CancellationToken,
+    mut exit: watch::Receiver<Option<ExitInfo>>,
+) -> Option<ExitInfo> {
+    close_stdin.cancel();
+    for (signal, grace) in [(None, EOF_GRACE), (Some(libc::SIGTERM), TERM_GRACE), (Some(libc::SIGKILL), TERM_GRACE)] {
+        if let Some(sig) = signal {
+            signal_group(pid, sig);
+        }
+        if let Ok(Ok(info)) = tokio::time::timeout(grace, exit.wait_for(Option::is_some)).await {
+            return info.clone();
+        }
+    }
+    tracing::warn!(pid, "child did not exit after SIGKILL");
+    None
+}
+
+/// Send `sig` to the process group led by `pid`; a group that is already gone is fine.
+pub(crate) fn signal_group(pid: u32, sig: libc::c_int) {
+    if pid == 0 {
+        return;
+    }
+    // SAFETY: killpg has no memory-safety preconditions.
+    unsafe {
+        libc::killpg(pid as libc::pid_t, sig);
+    }
+}
+
+async fn write_stdin(mut stdin: tokio::process::ChildStdin, mut rx: mpsc::Receiver<Bytes>, close: CancellationToken) {
+    loop {
+        let msg = tokio::select! {
+            _ = close.cancelled() => break,
+            msg = rx.recv() => match msg { Some(m) => m, None => break },
+        };
+        let ok = stdin.write_all(&msg).await.is_ok() && stdin.write_all(b"\n").await.is_ok();
+        if !ok || (rx.is_empty() && stdin.flush().await.is_err()) {
+            break;
+        }
+    }
+    // Dropping stdin closes the pipe: the child sees EOF.
+}
+
+async fn read_stdout(
+    stdout: tokio::process::ChildStdout,
+    tx: mpsc::Sender<Bytes>,
+    logs: Arc<LogRing>,
+    tag: String,
+) {
+    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
+    let mut line = Vec::with_capacity(4096);
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        while matches!(line.last(), Some(b'\n' | b'\r')) {
+            line.pop();
+        }
+        if line.is_empty() {
+            continue;
+        }
+        // Servers that print banners or logs on stdout break the protocol; keep the text where a
+        // person can read it (the logs tool) instead of failing the session.
+        if !matches!(line.first(), Some(b'{' | b'[')) {
+            logs.push(&tag, &format!("[stdout, not JSON-RPC] {}", String::from_utf8_lossy(&line)));
+            continue;
+        }
+        if tx.send(Bytes::copy_from_slice(&line)).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn read_stderr(stderr: tokio::process::ChildStderr, logs: Arc<LogRing>, tag: String) {
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => logs.push(&tag, &line),
+            Ok(None) => break,
+            // Not UTF-8: skip the line rather than losing the rest of the stream.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => continue,
+            Err(_) => break,
+        }
+    }
+}

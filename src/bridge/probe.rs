@@ -1,0 +1,163 @@
+//! Readiness: a probe child is started and must answer a real `initialize` (and `tools/list`,
+//! whose names are reported in status) before the bridge calls itself ready. When it cannot,
+//! the failure says why, with the exit status and the tail of the server's stderr.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::{Inner, child::ExitInfo};
+
+/// Lines of stderr quoted in a failure message.
+const STDERR_TAIL: usize = 15;
+
+#[derive(Debug, Clone)]
+pub enum Readiness {
+    Starting,
+    Ready(ProbeReport),
+    Failed(Failure),
+}
+
+/// What the probe learned from a healthy server.
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    pub server_name: Option<String>,
+    pub server_version: Option<String>,
+    pub protocol_version: Option<String>,
+    pub tools: Vec<String>,
+    pub ready_after: Duration,
+}
+
+/// Why a server is not usable.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// A short CamelCase reason, like Kubernetes' (`ExitedBeforeInitialize`, …).
+    pub reason: String,
+    /// A sentence a person can act on, with the stderr tail.
+    pub message: String,
+    pub exit: Option<ExitInfo>,
+    pub stderr_tail: Vec<String>,
+}
+
+enum HandshakeError {
+    Closed,
+    Rejected(String),
+}
+
+pub(super) async fn probe(inner: &Inner) -> Readiness {
+    let started = Instant::now();
+    let argv = inner.cfg.command.argv.join(" ");
+    let mut child = match inner.spawn_child("probe") {
+        Ok(c) => c,
+        Err(e) => {
+            return Readiness::Failed(Failure {
+                reason: "StartFailed".into(),
+                message: format!("{e}. Check that the program is installed and on PATH."),
+                exit: None,
+                stderr_tail: Vec::new(),
+            });
+        }
+    };
+    let mut exit = child.exit_watch();
+    let timeout = inner.cfg.init_timeout;
+    let result = tokio::time::timeout(timeout, handshake(&mut child)).await;
+    let failure = |reason: &str, what: String, exit: Option<ExitInfo>| {
+        let tail = inner.logs.tail(STDERR_TAIL);
+        let mut message = what;
+        if tail.is_empty() {
+            message.push_str(" It wrote nothing to stderr.");
+        } else {
+            message.push_str(" Last stderr lines:\n");
+            message.push_str(&tail.join("\n"));
+        }
+        Readiness::Failed(Failure { reason: reason.into(), message, exit, stderr_tail: tail })
+    };
+    let outcome = match result {
+        Ok(Ok(mut report)) => {
+            report.ready_after = started.elapsed();
+            Readiness::Ready(report)
+        }
+        Ok(Err(HandshakeError::Closed)) => {
+            let info = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(Option::is_some))
+                .await
+                .ok()
+                .and_then(|r| r.ok().and_then(|i| i.clone()));
+            let how = info.as_ref().map(|i| format!(" ({i})")).unwrap_or_default();
+            failure(
+                "ExitedBeforeInitialize",
+                format!("`{argv}` exited{how} before answering initialize."),
+                info,
+            )
+        }
+        Ok(Err(HandshakeError::Rejected(msg))) => {
+            failure("InitializeRejected", format!("`{argv}` rejected initialize: {msg}."), None)
+        }
+        Err(_) => failure(
+            "InitializeTimeout",
+            format!(
+                "`{argv}` did not answer initialize within {}s; is it a stdio MCP server? \
+                 (a first `uvx`/`npx` run may be downloading: retry, or raise the timeout)",
+                timeout.as_secs()
+            ),
+            None,
+        ),
+    };
+    // The probe child has done its job; sessions get their own.
+    tokio::spawn(child.terminate());
+    outcome
+}
+
+async fn handshake(child: &mut super::child::Child) -> Result<ProbeReport, HandshakeError> {
+    let init = json!({
+        "jsonrpc": "2.0", "id": "probe-initialize", "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "mcp-ephemeral-probe", "version": env!("CARGO_PKG_VERSION")},
+        },
+    });
+    let result = request(child, init).await?;
+    let info = &result["serverInfo"];
+    let mut report = ProbeReport {
+        server_name: info["name"].as_str().map(str::to_owned),
+        server_version: info["version"].as_str().map(str::to_owned),
+        protocol_version: result["protocolVersion"].as_str().map(str::to_owned),
+        tools: Vec::new(),
+        ready_after: Duration::ZERO,
+    };
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    if !child.send(Bytes::from(initialized.to_string())).await {
+        return Err(HandshakeError::Closed);
+    }
+    if result["capabilities"].get("tools").is_some() {
+        let list = json!({"jsonrpc": "2.0", "id": "probe-tools", "method": "tools/list"});
+        // A server that answers initialize but fails tools/list is still up; report no tools.
+        if let Ok(tools) = request(child, list).await {
+            report.tools = tools["tools"]
+                .as_array()
+                .map(|ts| ts.iter().filter_map(|t| t["name"].as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+        }
+    }
+    Ok(report)
+}
+
+/// Send one request and wait for its response, skipping notifications and answering nothing else.
+async fn request(child: &mut super::child::Child, msg: Value) -> Result<Value, HandshakeError> {
+    let id = msg["id"].clone();
+    if !child.send(Bytes::from(msg.to_string())).await {
+        return Err(HandshakeError::Closed);
+    }
+    loop {
+        let line = child.recv().await.ok_or(HandshakeError::Closed)?;
+        let Ok(reply) = serde_json::from_slice::<Value>(&line) else { continue };
+        if reply.get("method").is_some() || reply["id"] != id {
+            continue;
+        }
+        if let Some(err) = reply.get("error") {
+            return Err(HandshakeError::Rejected(err["message"].as_str().unwrap_or("error").to_string()));
+        }
+        return Ok(reply["result"].clone());
+    }
+}

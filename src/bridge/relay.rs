@@ -1,0 +1,338 @@
+//! The message router of one session: client messages go to the upstream server unchanged, and
+//! each upstream message is delivered to the HTTP stream that is waiting for it.
+//!
+//! Streamable HTTP opens one response stream per POST, so a response goes to the stream of the
+//! POST that carried its request, a progress notification to the stream of the request that
+//! asked for progress, and everything else (server requests, other notifications) to the GET
+//! stream, else to any open POST stream, else to a small backlog handed to the next stream.
+//! Legacy SSE has just one stream, the standalone one. Messages are forwarded as the bytes
+//! the peer sent; only the envelope (`id`, `method`, progress token) is parsed.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, watch};
+
+use super::child::ExitInfo;
+
+/// Messages kept for a stream that is not open yet; older ones are dropped past this.
+const BACKLOG: usize = 256;
+/// Buffer of each outgoing stream.
+const STREAM_BUFFER: usize = 64;
+
+/// A bidirectional JSON-RPC pipe to a server: a child's stdio or an in-process handler.
+pub struct Upstream {
+    pub tx: mpsc::Sender<Bytes>,
+    pub rx: mpsc::Receiver<Bytes>,
+    /// How the process ended, for error messages; `None` for in-process servers.
+    pub exit: Option<watch::Receiver<Option<ExitInfo>>>,
+}
+
+/// The parts of a JSON-RPC message the router needs.
+#[derive(Deserialize)]
+pub struct Envelope<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<&'a RawValue>,
+    #[serde(default)]
+    pub method: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub params: Option<EnvelopeParams<'a>>,
+}
+
+#[derive(Deserialize)]
+pub struct EnvelopeParams<'a> {
+    /// Set on `notifications/progress` from the server.
+    #[serde(rename = "progressToken", borrow, default)]
+    pub progress_token: Option<&'a RawValue>,
+    /// Requests from the client carry their token in `_meta.progressToken`.
+    #[serde(rename = "_meta", borrow, default)]
+    pub meta: Option<EnvelopeMeta<'a>>,
+}
+
+#[derive(Deserialize)]
+pub struct EnvelopeMeta<'a> {
+    #[serde(rename = "progressToken", borrow, default)]
+    pub progress_token: Option<&'a RawValue>,
+}
+
+impl Envelope<'_> {
+    pub fn is_request(&self) -> bool {
+        self.id.is_some() && self.method.is_some()
+    }
+    pub fn is_response(&self) -> bool {
+        self.id.is_some() && self.method.is_none()
+    }
+    fn request_progress_token(&self) -> Option<&RawValue> {
+        self.params.as_ref()?.meta.as_ref()?.progress_token
+    }
+}
+
+#[derive(Default)]
+struct Routes {
+    /// Request id (its JSON text) → the stream waiting for the response.
+    pending: HashMap<Box<str>, mpsc::Sender<Bytes>>,
+    /// Progress token (JSON text) → the stream of the request that asked for progress.
+    progress: HashMap<Box<str>, mpsc::Sender<Bytes>>,
+    /// Request id → its progress token, to forget the token with the response.
+    token_of: HashMap<Box<str>, Box<str>>,
+    standalone: Option<mpsc::Sender<Bytes>>,
+    backlog: VecDeque<Bytes>,
+    closed: bool,
+}
+
+/// One session's router. Cheap to share; closing it (or the upstream ending) ends every stream.
+pub struct Relay {
+    to_upstream: mpsc::Sender<Bytes>,
+    routes: Arc<Mutex<Routes>>,
+    closed: watch::Receiver<bool>,
+}
+
+/// Why a message could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("the MCP server of this session has exited; start a new session")]
+    Closed,
+}
+
+impl Relay {
+    /// Start routing `upstream`'s messages.
+    pub fn new(upstream: Upstream) -> Arc<Relay> {
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        let (closed_tx, closed_rx) = watch::channel(false);
+        tokio::spawn(dispatch(upstream.rx, upstream.exit, routes.clone(), closed_tx));
+        Arc::new(Relay { to_upstream: upstream.tx, routes, closed: closed_rx })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Resolves when the upstream has ended.
+    pub async fn closed(&self) {
+        let mut rx = self.closed.clone();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Forward a client message; when `reply_to` is given, the responses to the requests among
+    /// `envelopes` (and their progress) are delivered there instead of the standalone stream.
+    pub async fn send(
+        &self,
+        message: Bytes,
+        envelopes: &[Envelope<'_>],
+        reply_to: Option<&mpsc::Sender<Bytes>>,
+    ) -> Result<(), RelayError> {
+        if let Some(stream) = reply_to {
+            let mut routes = self.routes.lock().expect("routes poisoned");
+            if routes.closed {
+                return Err(RelayError::Closed);
+            }
+            for env in envelopes.iter().filter(|e| e.is_request()) {
+                let id: Box<str> = env.id.map(|r| r.get()).unwrap_or_default().into();
+                if let Some(token) = env.request_progress_token() {
+                    let token: Box<str> = token.get().into();
+                    routes.progress.insert(token.clone(), stream.clone());
+                    routes.token_of.insert(id.clone(), token);
+                }
+                routes.pending.insert(id, stream.clone());
+            }
+        }
+        self.to_upstream.send(message).await.map_err(|_| RelayError::Closed)
+    }
+
+    /// A stream for everything not tied to a request (the GET stream, or the SSE stream). It
+    /// replaces any previous one and starts with the backlog.
+    pub fn open_standalone(&self) -> Result<mpsc::Receiver<Bytes>, RelayError> {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER + BACKLOG);
+        let mut routes = self.routes.lock().expect("routes poisoned");
+        if routes.closed {
+            return Err(RelayError::Closed);
+        }
+        while let Some(msg) = routes.backlog.pop_front() {
+            let _ = tx.try_send(msg);
+        }
+        routes.standalone = Some(tx);
+        Ok(rx)
+    }
+
+    /// Forget the routes of requests whose stream went away (the client disconnected).
+    pub fn forget_stream(&self, stream: &mpsc::Sender<Bytes>) {
+        let mut routes = self.routes.lock().expect("routes poisoned");
+        routes.pending.retain(|_, s| !s.same_channel(stream));
+        routes.progress.retain(|_, s| !s.same_channel(stream));
+    }
+}
+
+/// Route every upstream message until the upstream ends; then answer what is still pending with
+/// an error, so no client waits for a response that will never come.
+async fn dispatch(
+    mut rx: mpsc::Receiver<Bytes>,
+    exit: Option<watch::Receiver<Option<ExitInfo>>>,
+    routes: Arc<Mutex<Routes>>,
+    closed: watch::Sender<bool>,
+) {
+    while let Some(msg) = rx.recv().await {
+        let target = {
+            let mut r = routes.lock().expect("routes poisoned");
+            route(&mut r, &msg)
+        };
+        if let Some(stream) = target {
+            // A full stream means a slow client: wait for it rather than drop the message.
+            if stream.send(msg.clone()).await.is_err() {
+                let mut r = routes.lock().expect("routes poisoned");
+                r.pending.retain(|_, s| !s.same_channel(&stream));
+                if r.standalone.as_ref().is_some_and(|s| s.same_channel(&stream)) {
+                    r.standalone = None;
+                }
+                push_backlog(&mut r, msg);
+            }
+        }
+    }
+    let reason = describe_end(exit).await;
+    let pending: Vec<_> = {
+        let mut r = routes.lock().expect("routes poisoned");
+        r.closed = true;
+        r.standalone = None;
+        r.progress.clear();
+        r.pending.drain().collect()
+    };
+    for (id, stream) in pending {
+        let error = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": serde_json::from_str::<serde_json::Value>(&id).unwrap_or_default(),
+            "error": {"code": -32000, "message": reason},
+        });
+        let _ = stream.send(Bytes::from(error.to_string())).await;
+    }
+    let _ = closed.send(true);
+}
+
+/// Pick the stream for one upstream message, or keep it in the backlog.
+fn route(r: &mut Routes, msg: &Bytes) -> Option<mpsc::Sender<Bytes>> {
+    let Ok(env) = serde_json::from_slice::<Envelope>(msg) else {
+        tracing::warn!("upstream sent a message that is not a JSON-RPC object; passing it on");
+        return general_target(r, msg);
+    };
+    if env.is_response() {
+        let id: &str = env.id.map(|r| r.get()).unwrap_or_default();
+        if let Some(token) = r.token_of.remove(id) {
+            r.progress.remove(&token);
+        }
+        if let Some(stream) = r.pending.remove(id) {
+            return Some(stream);
+        }
+    } else if env.method.as_deref() == Some("notifications/progress")
+        && let Some(token) = env.params.as_ref().and_then(|p| p.progress_token)
+        && let Some(stream) = r.progress.get(token.get())
+    {
+        return Some(stream.clone());
+    }
+    general_target(r, msg)
+}
+
+fn general_target(r: &mut Routes, msg: &Bytes) -> Option<mpsc::Sender<Bytes>> {
+    if let Some(s) = r.standalone.as_ref().filter(|s| !s.is_closed()) {
+        return Some(s.clone());
+    }
+    if let Some(s) = r.pending.values().find(|s| !s.is_closed()) {
+        return Some(s.clone());
+    }
+    push_backlog(r, msg.clone());
+    None
+}
+
+fn push_backlog(r: &mut Routes, msg: Bytes) {
+    if r.backlog.len() == BACKLOG {
+        r.backlog.pop_front();
+    }
+    r.backlog.push_back(msg);
+}
+
+async fn describe_end(exit: Option<watch::Receiver<Option<ExitInfo>>>) -> String {
+    let Some(mut exit) = exit else {
+        return "the MCP server closed the session before answering".to_string();
+    };
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(500), exit.wait_for(Option::is_some)).await;
+    match waited {
+        Ok(Ok(info)) => format!(
+            "the MCP server process ended ({}) before answering; see get_mcp_server_logs for its stderr",
+            info.as_ref().expect("waited for Some")
+        ),
+        _ => "the MCP server closed its stdout before answering".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn pipe() -> (Arc<Relay>, mpsc::Receiver<Bytes>, mpsc::Sender<Bytes>) {
+        let (to_server_tx, to_server_rx) = mpsc::channel(16);
+        let (from_server_tx, from_server_rx) = mpsc::channel(16);
+        let relay = Relay::new(Upstream { tx: to_server_tx, rx: from_server_rx, exit: None });
+        (relay, to_server_rx, from_server_tx)
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<Bytes>) -> String {
+        let m = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.expect("timely").expect("open");
+        String::from_utf8(m.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn responses_go_to_the_stream_of_their_request() {
+        let (relay, mut server_in, server_out) = pipe();
+        let (a_tx, mut a_rx) = mpsc::channel(8);
+        let (b_tx, mut b_rx) = mpsc::channel(8);
+        for (id, tx) in [("1", &a_tx), ("\"1\"", &b_tx)] {
+            let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
+            let env: Envelope = serde_json::from_str(&text).unwrap();
+            relay.send(Bytes::from(text.clone()), &[env], Some(tx)).await.unwrap();
+            assert_eq!(next(&mut server_in).await, text);
+        }
+        server_out.send(Bytes::from(r#"{"jsonrpc":"2.0","id":"1","result":{}}"#)).await.unwrap();
+        server_out.send(Bytes::from(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)).await.unwrap();
+        assert!(next(&mut a_rx).await.contains(r#""id":1"#));
+        assert!(next(&mut b_rx).await.contains(r#""id":"1""#));
+    }
+
+    #[tokio::test]
+    async fn progress_follows_the_request_and_other_messages_wait_in_the_backlog() {
+        let (relay, _server_in, server_out) = pipe();
+        let (a_tx, mut a_rx) = mpsc::channel(8);
+        let text = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"_meta":{"progressToken":"p"}}}"#;
+        let env: Envelope = serde_json::from_str(text).unwrap();
+        relay.send(Bytes::from(text), &[env], Some(&a_tx)).await.unwrap();
+        drop(a_tx);
+        server_out
+            .send(Bytes::from(r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":1}}"#))
+            .await
+            .unwrap();
+        assert!(next(&mut a_rx).await.contains("notifications/progress"));
+        server_out.send(Bytes::from(r#"{"jsonrpc":"2.0","id":7,"result":{}}"#)).await.unwrap();
+        assert!(next(&mut a_rx).await.contains(r#""id":7"#));
+        // No stream is waiting now: a log notification waits for the standalone stream.
+        server_out.send(Bytes::from(r#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut standalone = relay.open_standalone().unwrap();
+        assert!(next(&mut standalone).await.contains("notifications/message"));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ends_mid_call_answers_the_pending_request_with_an_error() {
+        let (relay, _server_in, server_out) = pipe();
+        let (a_tx, mut a_rx) = mpsc::channel(8);
+        let text = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call"}"#;
+        let env: Envelope = serde_json::from_str(text).unwrap();
+        relay.send(Bytes::from(text), &[env], Some(&a_tx)).await.unwrap();
+        drop(server_out);
+        let reply = next(&mut a_rx).await;
+        assert!(reply.contains(r#""id":3"#) && reply.contains("error"), "{reply}");
+        relay.closed().await;
+        assert!(relay.is_closed());
+    }
+}

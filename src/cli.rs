@@ -1,0 +1,155 @@
+//! Command-line flags (raw, as clap parses them) and their checked form. Every problem with the
+//! flags is reported at once, before anything starts.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "mcp-ephemeral", version, about = "A meta-MCP server: spawn MCP servers on demand and hand back their URLs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the meta-MCP server (stdio by default).
+    Serve(ServeArgs),
+    /// Serve a stdio MCP server over streamable HTTP (/mcp) and legacy SSE (/sse).
+    Bridge(BridgeArgs),
+    /// Print the presets.
+    Presets {
+        /// Directory of extra or overriding preset files (*.toml).
+        #[arg(long, env = "MCP_EPHEMERAL_PRESETS_DIR")]
+        presets_dir: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the version and git commit.
+    Version,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    Stdio,
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    Local,
+    Kubernetes,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// How clients reach the meta server.
+    #[arg(long, value_enum, default_value = "stdio", env = "MCP_EPHEMERAL_TRANSPORT")]
+    pub transport: Transport,
+    /// Address for --transport http.
+    #[arg(long, default_value = "127.0.0.1:8000", env = "MCP_EPHEMERAL_LISTEN")]
+    pub listen: SocketAddr,
+    /// Where servers run.
+    #[arg(long, value_enum, default_value = "local", env = "MCP_EPHEMERAL_RUNTIME")]
+    pub runtime: RuntimeKind,
+    /// Directory of extra or overriding preset files (*.toml).
+    #[arg(long, env = "MCP_EPHEMERAL_PRESETS_DIR")]
+    pub presets_dir: Option<PathBuf>,
+    /// How long a server lives when the request gives no ttl_seconds (e.g. 1h, 30m).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub default_ttl: Duration,
+    /// The longest TTL a request may ask for.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    pub max_ttl: Duration,
+    /// Most servers alive at once.
+    #[arg(long, default_value_t = 100)]
+    pub max_servers: usize,
+    /// How long a server may take to answer initialize (wait_for_ready waits this long).
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub ready_timeout: Duration,
+    /// Bearer token HTTP clients must send (Authorization: Bearer TOKEN).
+    #[arg(long, env = "MCP_EPHEMERAL_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// Serve HTTP on a non-loopback address without a token (only behind your own auth).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Extra Host names HTTP clients may use (the listen address and loopback are always allowed).
+    #[arg(long = "allowed-host")]
+    pub allowed_hosts: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BridgeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "MCP_EPHEMERAL_BRIDGE_LISTEN")]
+    pub listen: SocketAddr,
+    /// How long the server may take to answer initialize.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub init_timeout: Duration,
+    /// Most client sessions (each has its own server process).
+    #[arg(long, default_value_t = 64)]
+    pub max_sessions: usize,
+    /// Close a session after this long without requests or open streams.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub session_idle_timeout: Duration,
+    /// Server processes kept started ahead of new sessions.
+    #[arg(long, default_value_t = 1)]
+    pub spares: usize,
+    /// Keep serving (with /readyz false) when the server fails to start, instead of exiting 1.
+    #[arg(long)]
+    pub stay_on_failure: bool,
+    /// Host names clients may use; default: any when listening on 0.0.0.0, else loopback only.
+    #[arg(long = "allowed-host")]
+    pub allowed_hosts: Vec<String>,
+    /// The stdio MCP server: `-- CMD ARGS…`.
+    #[arg(trailing_var_arg = true, required = true, num_args = 1.., value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// Host names a listener accepts: `None` for any (a wildcard address with no explicit list).
+pub fn allowed_hosts(listen: SocketAddr, extra: &[String]) -> Option<Vec<String>> {
+    if listen.ip().is_unspecified() && extra.is_empty() {
+        return None;
+    }
+    let mut hosts = crate::http_guard::Guard::loopback_hosts();
+    if !listen.ip().is_unspecified() {
+        hosts.push(match listen.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        });
+    }
+    hosts.extend(extra.iter().cloned());
+    Some(hosts)
+}
+
+impl ServeArgs {
+    /// Check the combination of flags; returns every problem found.
+    pub fn check(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.transport == Transport::Http
+            && !self.listen.ip().is_loopback()
+            && self.auth_token.as_deref().is_none_or(str::is_empty)
+            && !self.insecure_no_auth
+        {
+            problems.push(format!(
+                "--listen {} is reachable from other machines: set --auth-token (or MCP_EPHEMERAL_TOKEN), or pass --insecure-no-auth if something else authenticates",
+                self.listen
+            ));
+        }
+        if self.auth_token.as_deref().is_some_and(|t| t.len() < 16) {
+            problems.push("--auth-token must be at least 16 characters".into());
+        }
+        if self.default_ttl.is_zero() || self.default_ttl > self.max_ttl {
+            problems.push(format!(
+                "--default-ttl must be more than 0 and at most --max-ttl ({})",
+                humantime::format_duration(self.max_ttl)
+            ));
+        }
+        if self.max_servers == 0 {
+            problems.push("--max-servers must be at least 1".into());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
+    }
+}

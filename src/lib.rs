@@ -1,0 +1,13 @@
+//! mcp-ephemeral: a meta-MCP server whose tools spawn MCP servers on demand, hand back URLs to
+//! reach them, report their status and tear them down.
+
+pub mod bridge;
+pub mod names;
+pub mod http_guard;
+pub mod mcp;
+pub mod presets;
+pub mod runtime;
+pub mod session;
+pub mod spec;
+pub mod transport;
+pub mod cli;

@@ -1,0 +1,9 @@
+//! The meta server's MCP face: the tools of the contract (DESIGN.md), mounted tools, the
+//! `config://version` resource, and `tools/list_changed` notifications to every client.
+
+pub mod mounts;
+pub mod params;
+pub mod reply;
+mod server;
+
+pub use server::MetaServer;

@@ -1,0 +1,168 @@
+//! Parameter and result types of the meta server's tools. Parameter names stay those of
+//! mcp-ephemeral-k8s, so prompts written for it keep working.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{mounts::MountInfo, reply::Summary};
+use crate::{
+    presets::PresetSummary,
+    runtime::{Deleted, Phase, ServerInfo},
+};
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobArgs {
+    /// The server's name, as returned by create_mcp_server.
+    pub job_name: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteArgs {
+    /// The server's name, as returned by create_mcp_server.
+    pub job_name: String,
+    /// Wait until every process of the server is gone (default false).
+    #[serde(default)]
+    pub wait_for_deletion: bool,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListArgs {
+    /// Only servers whose labels match, e.g. "team=a,tier!=test" (kubectl syntax).
+    #[serde(default)]
+    pub label_selector: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogsArgs {
+    /// The server's name, as returned by create_mcp_server.
+    pub job_name: String,
+    /// How many of the last lines (default 100, at most 2000).
+    #[serde(default)]
+    pub tail_lines: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MountArgs {
+    /// The server to mount (it must be Ready).
+    pub job_name: String,
+    /// Prefix for its tools here: tool `x` appears as `<name>_x`. 1-32 letters, digits or `-`.
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnmountArgs {
+    /// The mount's name.
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PresetList {
+    pub presets: Vec<PresetSummary>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ServerList {
+    pub servers: Vec<ServerInfo>,
+    /// Servers whose tools are mounted here.
+    pub mounts: Vec<MountInfo>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct VersionInfo {
+    pub name: String,
+    pub version: String,
+    pub git_commit: String,
+    /// `local` or `kubernetes`.
+    pub runtime: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Seconds a server lives when the request gives no ttl_seconds.
+    pub default_ttl_seconds: u64,
+    pub max_servers: usize,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Logs {
+    pub job_name: String,
+    pub lines: Vec<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Unmounted {
+    pub name: String,
+    pub job_name: String,
+    /// The tools no longer offered.
+    pub tools_removed: Vec<String>,
+}
+
+impl Summary for PresetList {
+    fn summary(&self) -> String {
+        let names: Vec<&str> = self.presets.iter().map(|p| p.name.as_str()).collect();
+        format!("{} presets: {}", names.len(), names.join(", "))
+    }
+}
+
+impl Summary for ServerInfo {
+    fn summary(&self) -> String {
+        let mut s = format!("{} is {:?}", self.job_name, self.phase);
+        if self.phase == Phase::Ready || self.phase == Phase::Starting {
+            s.push_str(&format!(" at {} (SSE: {}), expires {}", self.urls.mcp, self.urls.sse, self.expires_at));
+        }
+        if let Some(reason) = &self.reason
+            && self.phase == Phase::Failed
+        {
+            s.push_str(&format!(": {reason}"));
+        }
+        s
+    }
+}
+
+impl Summary for ServerList {
+    fn summary(&self) -> String {
+        if self.servers.is_empty() {
+            return "no MCP servers".into();
+        }
+        let each: Vec<String> = self.servers.iter().map(|s| format!("{} ({:?})", s.job_name, s.phase)).collect();
+        format!("{} MCP servers: {}", each.len(), each.join(", "))
+    }
+}
+
+impl Summary for Deleted {
+    fn summary(&self) -> String {
+        if self.already_gone {
+            format!("{} was already gone", self.job_name)
+        } else {
+            format!("{} deleted ({})", self.job_name, self.phase)
+        }
+    }
+}
+
+impl Summary for VersionInfo {
+    fn summary(&self) -> String {
+        format!("{} {} ({}), runtime {}", self.name, self.version, self.git_commit, self.runtime)
+    }
+}
+
+impl Summary for Logs {
+    fn summary(&self) -> String {
+        format!("{} lines of output from {}", self.lines.len(), self.job_name)
+    }
+}
+
+impl Summary for MountInfo {
+    fn summary(&self) -> String {
+        format!("{} mounted as `{}` with {} tools: {}", self.job_name, self.name, self.tools.len(), self.tools.join(", "))
+    }
+}
+
+impl Summary for Unmounted {
+    fn summary(&self) -> String {
+        format!("mount `{}` removed ({} tools)", self.name, self.tools_removed.len())
+    }
+}

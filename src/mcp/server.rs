@@ -1,0 +1,292 @@
+//! [`MetaServer`]: one per process, cloned cheaply into every client session (the HTTP
+//! transport builds one per session), so all state lives behind one `Arc`.
+
+use std::sync::{Arc, Mutex};
+
+use rmcp::{
+    ErrorData, Peer, RoleServer, ServerHandler,
+    handler::server::{router::tool::ToolRouter, tool::ToolCallContext, wrapper::Parameters},
+    model::{
+        CallToolRequestParams, CallToolResponse, Implementation, ListResourcesResult, ListToolsResult,
+        PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams, Resource,
+        ReadResourceResponse, ReadResourceResult, ResourceContents, ServerCapabilities, ServerConfig, Tool,
+    },
+    service::{NotificationContext, RequestContext},
+    tool, tool_router,
+};
+use tokio::sync::mpsc;
+
+use super::{
+    mounts::{MountInfo, Mounts},
+    params::*,
+    reply::Json,
+};
+use crate::{
+    runtime::{Deleted, Phase, ProgressFn, ServerInfo},
+    session::{CreateRequest, SessionManager},
+    spec::LabelSelector,
+};
+
+const VERSION_URI: &str = "config://version";
+const MAX_TAIL: u32 = 2000;
+
+struct State {
+    manager: Arc<SessionManager>,
+    mounts: Mounts,
+    /// Connected clients, told when the tool list changes.
+    peers: Mutex<Vec<Peer<RoleServer>>>,
+}
+
+#[derive(Clone)]
+pub struct MetaServer {
+    state: Arc<State>,
+    tool_router: Arc<ToolRouter<MetaServer>>,
+}
+
+impl MetaServer {
+    /// A meta server over `manager`; mounts of deleted servers are removed automatically.
+    pub fn new(manager: Arc<SessionManager>) -> MetaServer {
+        let mut deletions = manager.deletions();
+        let state = Arc::new(State { manager, mounts: Mounts::default(), peers: Mutex::default() });
+        let server = MetaServer { state: state.clone(), tool_router: Arc::new(Self::tool_router()) };
+        let weak = Arc::downgrade(&state);
+        tokio::spawn(async move {
+            while let Ok(job) = deletions.recv().await {
+                let Some(state) = weak.upgrade() else { break };
+                if !state.mounts.remove_job(&job).await.is_empty() {
+                    notify_tools_changed(&state).await;
+                }
+            }
+        });
+        server
+    }
+
+    pub fn manager(&self) -> &Arc<SessionManager> {
+        &self.state.manager
+    }
+
+    fn version(&self) -> VersionInfo {
+        let m = &self.state.manager;
+        VersionInfo {
+            name: env!("CARGO_PKG_NAME").into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: env!("MCP_EPHEMERAL_GIT_COMMIT").into(),
+            runtime: m.runtime().kind().into(),
+            namespace: m.runtime().namespace(),
+            default_ttl_seconds: m.policy().default_ttl.as_secs(),
+            max_servers: m.policy().max_servers,
+        }
+    }
+}
+
+async fn notify_tools_changed(state: &State) {
+    let peers: Vec<Peer<RoleServer>> = {
+        let mut peers = state.peers.lock().expect("peers poisoned");
+        peers.retain(|p| !p.is_transport_closed());
+        peers.clone()
+    };
+    for peer in peers {
+        if let Err(e) = peer.notify_tool_list_changed().await {
+            tracing::debug!(error = %e, "could not notify a client of the tool list change");
+        }
+    }
+}
+
+/// Forward wait steps to the client as `notifications/progress`, in order.
+fn progress_reporter(ctx: &RequestContext<RoleServer>) -> Option<ProgressFn> {
+    let token = ctx.meta.get_progress_token()?;
+    let peer = ctx.peer.clone();
+    let (tx, mut rx) = mpsc::unbounded_channel::<crate::runtime::ProgressStep>();
+    tokio::spawn(async move {
+        while let Some(step) = rx.recv().await {
+            let param = ProgressNotificationParam::new(token.clone(), step.step as f64)
+                .with_total(step.total as f64)
+                .with_message(step.message);
+            if peer.notify_progress(param).await.is_err() {
+                break;
+            }
+        }
+    });
+    Some(Arc::new(move |step| {
+        let _ = tx.send(step);
+    }))
+}
+
+#[tool_router]
+impl MetaServer {
+    #[tool(
+        description = "List the presets: ready-made MCP servers to create by name (e.g. time, fetch, git, everything, filesystem, memory), with the environment each needs.",
+        annotations(read_only_hint = true)
+    )]
+    async fn list_presets(&self) -> Json<PresetList> {
+        Json(PresetList { presets: self.state.manager.presets().iter().map(|p| p.summary()).collect() })
+    }
+
+    #[tool(
+        description = "Create an MCP server and return its URLs (streamable HTTP `urls.mcp`, legacy SSE `urls.sse`). Give exactly one of `preset`, `runtime_exec` (+ `runtime_mcp`, `runtime_args`) or `image`. Set wait_for_ready=true to return once it answers; it is deleted after ttl_seconds."
+    )]
+    async fn create_mcp_server(
+        &self,
+        Parameters(req): Parameters<CreateRequest>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<ServerInfo>, String> {
+        let progress = progress_reporter(&ctx);
+        let created = self.state.manager.create(req, progress);
+        tokio::select! {
+            r = created => r.map(Json).map_err(|e| e.to_string()),
+            _ = ctx.ct.cancelled() => Err("cancelled by the client; the server may still be starting (list_mcp_servers)".into()),
+        }
+    }
+
+    #[tool(
+        description = "Delete an MCP server and everything it runs. Deleting a server that is already gone succeeds.",
+        annotations(destructive_hint = true, idempotent_hint = true)
+    )]
+    async fn delete_mcp_server(&self, Parameters(args): Parameters<DeleteArgs>) -> Result<Json<Deleted>, String> {
+        self.state.manager.delete(&args.job_name, args.wait_for_deletion).await.map(Json).map_err(|e| e.to_string())
+    }
+
+    #[tool(
+        description = "Status of one MCP server: phase (Pending, Starting, Ready, Failed, Terminating, Succeeded), reason, message, URLs, tools when known, log tail when failed.",
+        annotations(read_only_hint = true)
+    )]
+    async fn get_mcp_server_status(&self, Parameters(args): Parameters<JobArgs>) -> Result<Json<ServerInfo>, String> {
+        self.state.manager.runtime().status(&args.job_name).await.map(Json).map_err(|e| e.to_string())
+    }
+
+    #[tool(
+        description = "List the MCP servers that exist now, optionally filtered by a label selector such as \"team=a\".",
+        annotations(read_only_hint = true)
+    )]
+    async fn list_mcp_servers(&self, Parameters(args): Parameters<ListArgs>) -> Result<Json<ServerList>, String> {
+        let selector = LabelSelector::parse(args.label_selector.as_deref().unwrap_or("")).map_err(|e| e.to_string())?;
+        let servers = self.state.manager.runtime().list(&selector).await.map_err(|e| e.to_string())?;
+        Ok(Json(ServerList { servers, mounts: self.state.mounts.list().await }))
+    }
+
+    #[tool(
+        description = "Name, version, git commit, runtime and namespace of this meta server.",
+        annotations(read_only_hint = true)
+    )]
+    async fn get_version(&self) -> Json<VersionInfo> {
+        Json(self.version())
+    }
+
+    #[tool(
+        description = "The recent output (stderr) of an MCP server, to see why it failed or what it did.",
+        annotations(read_only_hint = true)
+    )]
+    async fn get_mcp_server_logs(&self, Parameters(args): Parameters<LogsArgs>) -> Result<Json<Logs>, String> {
+        let tail = args.tail_lines.unwrap_or(100);
+        if tail == 0 || tail > MAX_TAIL {
+            return Err(format!("tail_lines must be between 1 and {MAX_TAIL} (got {tail})"));
+        }
+        let lines = self.state.manager.runtime().logs(&args.job_name, tail as usize).await.map_err(|e| e.to_string())?;
+        Ok(Json(Logs { job_name: args.job_name, lines }))
+    }
+
+    #[tool(
+        description = "Offer a Ready server's tools here as `<name>_<tool>`, for clients that cannot connect to its URL. Clients are told the tool list changed."
+    )]
+    async fn mount_mcp_server(&self, Parameters(args): Parameters<MountArgs>) -> Result<Json<MountInfo>, String> {
+        let status = self.state.manager.runtime().status(&args.job_name).await.map_err(|e| e.to_string())?;
+        if status.phase != Phase::Ready {
+            return Err(format!(
+                "server `{}` is {:?}, not Ready; wait for it (create with wait_for_ready=true, or poll get_mcp_server_status)",
+                args.job_name, status.phase
+            ));
+        }
+        let router = self.tool_router.clone();
+        let info = self
+            .state
+            .mounts
+            .mount(&args.name, &args.job_name, &status.urls.mcp, |t| router.has_route(t))
+            .await
+            .map_err(|e| e.to_string())?;
+        notify_tools_changed(&self.state).await;
+        Ok(Json(info))
+    }
+
+    #[tool(description = "Stop offering a mounted server's tools here (the server keeps running).")]
+    async fn remove_mcp_server_mount(&self, Parameters(args): Parameters<UnmountArgs>) -> Result<Json<Unmounted>, String> {
+        let info = self.state.mounts.remove(&args.name).await.map_err(|e| e.to_string())?;
+        notify_tools_changed(&self.state).await;
+        Ok(Json(Unmounted { name: info.name, job_name: info.job_name, tools_removed: info.tools }))
+    }
+}
+
+impl ServerHandler for MetaServer {
+    fn get_info(&self) -> ServerConfig {
+        let caps = ServerCapabilities::builder().enable_tools().enable_tool_list_changed().enable_resources().build();
+        ServerConfig::new(caps)
+            .with_server_info(Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Create MCP servers on demand: list_presets, then create_mcp_server(preset=..., wait_for_ready=true) \
+                 and connect to urls.mcp, or mount_mcp_server to use its tools here. Servers are deleted after their TTL.",
+            )
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.state.peers.lock().expect("peers poisoned").push(context.peer);
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let mut tools = self.tool_router.list_all();
+        tools.extend(self.state.mounts.tools().await);
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tool_router.get(name).cloned()
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        if self.tool_router.has_route(&request.name) {
+            return self.tool_router.call(ToolCallContext::new(self, request, context)).await;
+        }
+        match self.state.mounts.resolve(&request.name).await {
+            Some((mount, original)) => Ok(mount.call(original, request).await),
+            None => Err(ErrorData::invalid_params(
+                format!("unknown tool `{}`; tools/list shows the tools there are", request.name),
+                None,
+            )),
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let mut res = Resource::new(VERSION_URI, "version");
+        res.description = Some("name, version, git commit and runtime of this meta server".into());
+        res.mime_type = Some("application/json".into());
+        Ok(ListResourcesResult::with_all_items(vec![res]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        if request.uri != VERSION_URI {
+            return Err(ErrorData::resource_not_found(format!("no resource `{}`", request.uri), None));
+        }
+        let text = serde_json::to_string_pretty(&self.version()).unwrap_or_default();
+        let contents = ResourceContents::TextResourceContents {
+            uri: VERSION_URI.into(),
+            mime_type: Some("application/json".into()),
+            text,
+            meta: None,
+        };
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+}
