@@ -147,6 +147,19 @@ impl Bridge {
     /// End every session and spare and wait for their processes (a few seconds at most).
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
+        // Wake anyone waiting for readiness: it will not come now.
+        self.inner.readiness.send_if_modified(|r| {
+            let starting = matches!(r, Readiness::Starting);
+            if starting {
+                *r = Readiness::Failed(Failure {
+                    reason: "Stopped".into(),
+                    message: "the server was stopped before it became ready (deleted, or its TTL expired)".into(),
+                    exit: None,
+                    stderr_tail: Vec::new(),
+                });
+            }
+            starting
+        });
         let spares: Vec<Child> = std::mem::take(&mut *self.inner.spares.lock().expect("spares poisoned"));
         let spares = futures::future::join_all(spares.into_iter().map(Child::terminate));
         tokio::join!(self.table.close_all(), spares);

@@ -1,0 +1,123 @@
+use std::{process::Stdio, time::Duration};
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::*;
+
+/// Start `mcp-ephemeral bridge` on a free port; returns the process and its base URL.
+async fn start_bridge(command: &[&str]) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["bridge", "--listen", &format!("127.0.0.1:{port}"), "--"])
+        .args(command)
+        .env("npm_config_yes", "true")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn bridge");
+    let stderr = child.stderr.take().unwrap();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[bridge] {line}");
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "bridge not ready within 120 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (child, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sessions_on_one_bridge_get_only_their_own_answers() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (mut bridge, base) = start_bridge(&["npx", "@modelcontextprotocol/server-everything"]).await;
+        let (mcp_url, sse_url) = (format!("{base}/mcp"), format!("{base}/sse"));
+        let (a, b) = tokio::join!(connect_http(&mcp_url), connect_sse(&sse_url));
+        let c = connect_http(&format!("{base}/mcp")).await;
+        // Same request ids in every session, interleaved: each must get its own echo back.
+        let run = |client: &'static Client, who: &'static str| async move {
+            for i in 0..40 {
+                let msg = format!("{who}-{i}");
+                let res = call(client, "echo", json!({"message": msg})).await;
+                assert!(text(&res).contains(&msg), "{who} got {}", text(&res));
+            }
+        };
+        let (a, b, c): (&'static Client, &'static Client, &'static Client) =
+            (Box::leak(Box::new(a)), Box::leak(Box::new(b)), Box::leak(Box::new(c)));
+        tokio::join!(run(a, "alpha"), run(b, "beta"), run(c, "gamma"));
+
+        // Each session has its own process: three sessions plus one spare.
+        let processes = descendants(bridge.id().unwrap());
+        let servers = processes.iter().filter(|p| cmdline(**p).contains("server-everything")).count();
+        assert!(servers >= 4, "expected a child per session and a spare, found {servers}");
+
+        unsafe { libc::kill(bridge.id().unwrap() as i32, libc::SIGTERM) };
+        let status = tokio::time::timeout(Duration::from_secs(6), bridge.wait()).await.expect("bridge exits within 6 s");
+        assert!(status.unwrap().success());
+        let left = wait_gone(&processes, Duration::from_secs(2)).await;
+        assert!(left.is_empty(), "children outlived the bridge: {:?}", left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>());
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_exits_with_the_reason_when_its_server_cannot_start() {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(BIN)
+            .args(["bridge", "--listen", "127.0.0.1:0", "--", "sh", "-c", "echo no-such-module >&2; exit 7"])
+            .output(),
+    )
+    .await
+    .expect("bridge gives up quickly")
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("exit code 7") && stderr.contains("no-such-module"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_rejects_requests_without_a_session_and_foreign_hosts() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (_bridge, base) = start_bridge(&["uvx", "mcp-server-time"]).await;
+        let http = reqwest::Client::new();
+        let r = http
+            .post(format!("{base}/mcp"))
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.text().await.unwrap().contains("initialize"));
+        let r = http
+            .post(format!("{base}/mcp"))
+            .header("mcp-session-id", "nope")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        let r = http.post(format!("{base}/mcp")).header("host", "evil.example").body("{}").send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        let r = http.post(format!("{base}/mcp")).body("not json").send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        let r = http.post(format!("{base}/messages?sessionId=unknown")).body("{}").send().await.unwrap();
+        assert_eq!(r.status(), 404);
+    })
+    .await
+    .expect("test finished in time");
+}

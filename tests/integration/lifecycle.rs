@@ -1,0 +1,157 @@
+use serde_json::json;
+
+use crate::support::*;
+
+/// The full life of a server through one meta-server client; returns nothing, panics on failure.
+async fn create_call_list_delete(meta: &Client, meta_pid: u32, create: serde_json::Value, tool: &str, args: serde_json::Value, expect: &str) {
+    let server = call_ok(meta, "create_mcp_server", create).await;
+    assert_eq!(server["phase"], "Ready", "{server}");
+    let job = server["job_name"].as_str().expect("job_name").to_string();
+    let mcp_url = server["urls"]["mcp"].as_str().expect("urls.mcp").to_string();
+    let sse_url = server["urls"]["sse"].as_str().expect("urls.sse").to_string();
+
+    let over_http = connect_http(&mcp_url).await;
+    let res = call(&over_http, tool, args.clone()).await;
+    assert_ne!(res.is_error, Some(true), "{}", text(&res));
+    assert!(text(&res).contains(expect), "streamable HTTP answer: {}", text(&res));
+
+    let over_sse = connect_sse(&sse_url).await;
+    let res = call(&over_sse, tool, args).await;
+    assert!(text(&res).contains(expect), "SSE answer: {}", text(&res));
+
+    let list = call_ok(meta, "list_mcp_servers", json!({})).await;
+    let names: Vec<&str> = list["servers"].as_array().unwrap().iter().filter_map(|s| s["job_name"].as_str()).collect();
+    assert!(names.contains(&job.as_str()), "{job} not in {names:?}");
+
+    let processes = descendants(meta_pid);
+    assert!(!processes.is_empty(), "the server runs as a child of the meta server");
+    let deleted = call_ok(meta, "delete_mcp_server", json!({"job_name": job, "wait_for_deletion": true})).await;
+    assert_eq!(deleted["phase"], "Deleted");
+    let left = wait_gone(&processes, std::time::Duration::from_secs(3)).await;
+    assert!(left.is_empty(), "still running after delete: {:?}", left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>());
+    let status = call(meta, "get_mcp_server_status", json!({"job_name": job})).await;
+    assert_eq!(status.is_error, Some(true), "a deleted server has no status");
+    let _ = over_http.cancel().await;
+    let _ = over_sse.cancel().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_preset_over_stdio_meta_server() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (meta, pid) = meta_stdio(&[]).await;
+        create_call_list_delete(
+            &meta,
+            pid,
+            json!({"preset": "time", "wait_for_ready": true}),
+            "get_current_time",
+            json!({"timezone": "UTC"}),
+            "\"timezone\"",
+        )
+        .await;
+        let _ = meta.cancel().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_everything_and_runtime_exec_over_http_meta_server() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let meta_proc = HttpMeta::start(&[]).await;
+        let meta = connect_http(&format!("{}/mcp", meta_proc.base)).await;
+        create_call_list_delete(
+            &meta,
+            meta_proc.pid(),
+            json!({"preset": "time", "wait_for_ready": true}),
+            "get_current_time",
+            json!({"timezone": "Europe/Paris"}),
+            "Europe/Paris",
+        )
+        .await;
+        create_call_list_delete(
+            &meta,
+            meta_proc.pid(),
+            json!({"preset": "everything", "wait_for_ready": true}),
+            "echo",
+            json!({"message": "hello from the test"}),
+            "hello from the test",
+        )
+        .await;
+        create_call_list_delete(
+            &meta,
+            meta_proc.pid(),
+            json!({"runtime_exec": "uvx", "runtime_mcp": "mcp-server-time", "runtime_args": "--local-timezone UTC", "wait_for_ready": true, "labels": {"team": "a"}}),
+            "get_current_time",
+            json!({"timezone": "Asia/Tokyo"}),
+            "Asia/Tokyo",
+        )
+        .await;
+        let _ = meta.cancel().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_server_answers_over_legacy_sse_and_serves_version() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let meta_proc = HttpMeta::start(&[]).await;
+        let meta = connect_sse(&format!("{}/sse", meta_proc.base)).await;
+        let presets = call_ok(&meta, "list_presets", json!({})).await;
+        assert!(presets["presets"].as_array().unwrap().iter().any(|p| p["name"] == "time"));
+        let version = call_ok(&meta, "get_version", json!({})).await;
+        assert_eq!(version["runtime"], "local");
+        let resource = meta
+            .read_resource(rmcp::model::ReadResourceRequestParams::new("config://version"))
+            .await
+            .expect("config://version");
+        assert!(format!("{resource:?}").contains(env!("CARGO_PKG_VERSION")));
+        let _ = meta.cancel().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_server_reports_its_exit_code_and_stderr() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (meta, _) = meta_stdio(&[]).await;
+        let msg = call_err(
+            &meta,
+            "create_mcp_server",
+            json!({"runtime_exec": "sh", "runtime_args": ["-c", "echo the-config-is-broken >&2; exit 3"], "wait_for_ready": true}),
+        )
+        .await;
+        assert!(msg.contains("exit code 3") && msg.contains("the-config-is-broken"), "{msg}");
+        let list = call_ok(&meta, "list_mcp_servers", json!({})).await;
+        let server = &list["servers"][0];
+        assert_eq!(server["phase"], "Failed");
+        assert_eq!(server["exit_code"], 3);
+        assert_eq!(server["reason"], "ExitedBeforeInitialize");
+        let job = server["job_name"].as_str().unwrap();
+        let logs = call_ok(&meta, "get_mcp_server_logs", json!({"job_name": job})).await;
+        assert!(logs["lines"].to_string().contains("the-config-is-broken"));
+        let _ = meta.cancel().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_servers_are_reaped_with_their_processes() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (meta, pid) = meta_stdio(&[]).await;
+        let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true, "ttl_seconds": 8})).await;
+        let processes = descendants(pid);
+        assert!(!processes.is_empty());
+        let expires = humantime::parse_rfc3339(server["expires_at"].as_str().unwrap()).unwrap();
+        tokio::time::sleep(expires.duration_since(std::time::SystemTime::now()).unwrap_or_default()).await;
+        let left = wait_gone(&processes, std::time::Duration::from_secs(5)).await;
+        assert!(left.is_empty(), "processes outlived the TTL: {left:?}");
+        let list = call_ok(&meta, "list_mcp_servers", json!({})).await;
+        assert_eq!(list["servers"].as_array().unwrap().len(), 0, "{} should be gone: {list}", server["job_name"]);
+        let _ = meta.cancel().await;
+    })
+    .await
+    .expect("test finished in time");
+}

@@ -1,0 +1,15 @@
+//! Integration tests: the real binary, real MCP servers from PyPI and npm, real HTTP.
+//! One test binary with a module per area (fewer binaries link faster).
+
+mod support;
+
+/// create → connect over streamable HTTP and SSE → call → list → delete, over stdio and HTTP.
+mod lifecycle;
+/// Mounted tools appear, answer and disappear, with tools/list_changed.
+mod mounting;
+/// The bridge command: isolation between sessions, readiness, failures.
+mod bridge;
+/// Bad requests get clear tool errors and change nothing.
+mod bad_input;
+/// Nothing outlives the meta server.
+mod shutdown;

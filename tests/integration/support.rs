@@ -1,0 +1,294 @@
+//! Shared helpers: start the real `mcp-ephemeral` binary (stdio or HTTP), connect rmcp clients
+//! over streamable HTTP and legacy SSE, call tools, and inspect this machine's processes.
+
+use std::{
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use rmcp::{
+    ClientHandler, RoleClient, ServiceExt,
+    model::{CallToolRequestParams, CallToolResult, ClientJsonRpcMessage, ServerJsonRpcMessage},
+    service::{NotificationContext, RunningService},
+    transport::{StreamableHttpClientTransport, TokioChildProcess},
+};
+use serde_json::Value;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    sync::watch,
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-ephemeral");
+/// Upper bound for any one test; nothing may hang.
+pub const TEST_LIMIT: Duration = Duration::from_secs(240);
+
+/// A client handler that counts `notifications/tools/list_changed`.
+#[derive(Clone)]
+pub struct Recorder {
+    changes: Arc<watch::Sender<usize>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder { changes: Arc::new(watch::channel(0).0) }
+    }
+}
+
+impl Recorder {
+    pub fn tool_list_changes(&self) -> usize {
+        *self.changes.borrow()
+    }
+
+    /// Wait until at least `n` notifications arrived.
+    pub async fn wait_for_changes(&self, n: usize) {
+        let mut rx = self.changes.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|c| *c >= n))
+            .await
+            .expect("tools/list_changed notification within 10 s")
+            .expect("recorder alive");
+    }
+}
+
+impl ClientHandler for Recorder {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.changes.send_modify(|c| *c += 1);
+    }
+}
+
+pub type Client = RunningService<RoleClient, Recorder>;
+
+/// The meta server on stdio, with its pid.
+pub async fn meta_stdio(extra: &[&str]) -> (Client, u32) {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("serve").args(extra).env("MCP_EPHEMERAL_LOG", "mcp_ephemeral=debug");
+    let (transport, stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::piped()).spawn().expect("spawn meta");
+    let pid = transport.id().expect("meta pid");
+    if let Some(stderr) = stderr {
+        drain("meta-stdio", stderr);
+    }
+    let client = Recorder::default().serve(transport).await.expect("initialize the meta server over stdio");
+    (client, pid)
+}
+
+/// A meta server on HTTP: the process and its `/mcp` URL.
+pub struct HttpMeta {
+    pub child: tokio::process::Child,
+    pub base: String,
+}
+
+impl HttpMeta {
+    pub async fn start(extra: &[&str]) -> HttpMeta {
+        let mut child = tokio::process::Command::new(BIN)
+            .args(["serve", "--transport", "http", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("MCP_EPHEMERAL_LOG", "mcp_ephemeral=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn meta over http");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let base = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await.expect("read stderr") {
+                eprintln!("[meta-http] {line}");
+                if let Some(at) = line.find("serving MCP at http://") {
+                    let url = &line[at + "serving MCP at ".len()..];
+                    return url.split("/mcp").next().expect("url").to_string();
+                }
+            }
+            panic!("meta server exited before listening");
+        })
+        .await
+        .expect("meta server listens within 20 s");
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[meta-http] {line}");
+            }
+        });
+        HttpMeta { child, base }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+}
+
+fn drain(tag: &'static str, stderr: tokio::process::ChildStderr) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[{tag}] {line}");
+        }
+    });
+}
+
+pub async fn connect_http(url: &str) -> Client {
+    Recorder::default()
+        .serve(StreamableHttpClientTransport::from_uri(url.to_string()))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+}
+
+/// A legacy SSE (2024-11-05) client: GET the stream, POST to the `endpoint` it names.
+pub async fn connect_sse(url: &str) -> Client {
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let (tx, rx) = futures::channel::mpsc::unbounded::<ServerJsonRpcMessage>();
+    let mut endpoint = None;
+    while endpoint.is_none() {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("endpoint event within 10 s")
+            .expect("stream open")
+            .expect("chunk");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        for (event, data) in take_events(&mut buf) {
+            if event == "endpoint" {
+                endpoint = Some(data);
+            }
+        }
+    }
+    tokio::spawn(async move {
+        while let Some(Ok(chunk)) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            for (event, data) in take_events(&mut buf) {
+                if event == "message" {
+                    let msg: ServerJsonRpcMessage = serde_json::from_str(&data).expect("server message");
+                    if tx.unbounded_send(msg).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let endpoint = endpoint.expect("endpoint");
+    let post_url = if endpoint.starts_with("http") {
+        endpoint
+    } else if endpoint.starts_with('/') {
+        let origin: String = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+        format!("{origin}{endpoint}")
+    } else {
+        format!("{}/{endpoint}", url.rsplit_once('/').expect("url has a path").0)
+    };
+    let sink = futures::sink::unfold((http, post_url), |(http, post_url), msg: ClientJsonRpcMessage| async move {
+        let status = http.post(&post_url).json(&msg).send().await.map_err(std::io::Error::other)?.status();
+        if !status.is_success() {
+            return Err(std::io::Error::other(format!("POST {post_url}: {status}")));
+        }
+        Ok((http, post_url))
+    });
+    Recorder::default().serve((Box::pin(sink), rx)).await.unwrap_or_else(|e| panic!("initialize over SSE {url}: {e}"))
+}
+
+/// Split complete SSE events off `buf`: (event name, data).
+fn take_events(buf: &mut String) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    while let Some(end) = buf.find("\n\n") {
+        let raw: String = buf.drain(..end + 2).collect();
+        let (mut event, mut data) = ("message".to_string(), String::new());
+        for line in raw.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                event = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        if !data.is_empty() {
+            out.push((event, data));
+        }
+    }
+    out
+}
+
+/// Call a tool; returns the whole result (tool errors included).
+pub async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
+    let params = CallToolRequestParams::new(tool.to_string())
+        .with_arguments(args.as_object().cloned().unwrap_or_default());
+    tokio::time::timeout(Duration::from_secs(150), client.call_tool(params))
+        .await
+        .unwrap_or_else(|_| panic!("{tool} answered within 150 s"))
+        .unwrap_or_else(|e| panic!("{tool}: {e}"))
+}
+
+/// Call a tool that must succeed; returns its structured content.
+pub async fn call_ok(client: &Client, tool: &str, args: Value) -> Value {
+    let res = call(client, tool, args).await;
+    assert_ne!(res.is_error, Some(true), "{tool} failed: {}", text(&res));
+    res.structured_content.clone().unwrap_or_else(|| panic!("{tool} gave no structured content: {res:?}"))
+}
+
+/// Call a tool that must fail; returns its message.
+pub async fn call_err(client: &Client, tool: &str, args: Value) -> String {
+    let res = call(client, tool, args.clone()).await;
+    assert_eq!(res.is_error, Some(true), "{tool}({args}) should fail, got {}", text(&res));
+    text(&res)
+}
+
+pub fn text(res: &CallToolResult) -> String {
+    res.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
+}
+
+/// Every process below `pid` (children, grandchildren, …), read from /proc.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Some((ppid, state)) = stat(p)
+            && state != 'Z'
+        {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// (parent pid, state) of a process.
+fn stat(pid: u32) -> Option<(u32, char)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((ppid, state))
+}
+
+/// Whether `pid` runs (a zombie does not count).
+pub fn alive(pid: u32) -> bool {
+    stat(pid).is_some_and(|(_, s)| s != 'Z')
+}
+
+/// Wait until none of `pids` runs; returns those still running after `limit`.
+pub async fn wait_gone(pids: &[u32], limit: Duration) -> Vec<u32> {
+    let start = Instant::now();
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() || start.elapsed() > limit {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The command line of a process, for failure messages.
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default()
+}
