@@ -30,5 +30,13 @@ fn main() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=MCP_EPHEMERAL_GIT_COMMIT={commit}");
-    println!("cargo:rerun-if-changed={root}/.git/HEAD");
+    // A new commit changes the branch's ref (or packed-refs), not HEAD itself.
+    for file in [".git/HEAD", ".git/packed-refs"] {
+        println!("cargo:rerun-if-changed={root}/{file}");
+    }
+    if let Ok(head) = fs::read_to_string(Path::new(&root).join(".git/HEAD"))
+        && let Some(reference) = head.strip_prefix("ref: ")
+    {
+        println!("cargo:rerun-if-changed={root}/.git/{}", reference.trim());
+    }
 }

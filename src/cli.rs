@@ -6,7 +6,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "mcp-ephemeral", version, about = "A meta-MCP server: spawn MCP servers on demand and hand back their URLs")]
+#[command(
+    name = "mcp-ephemeral",
+    version,
+    about = "A meta-MCP server: spawn MCP servers on demand and hand back their URLs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

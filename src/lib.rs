@@ -2,12 +2,12 @@
 //! reach them, report their status and tear them down.
 
 pub mod bridge;
-pub mod names;
+pub mod cli;
 pub mod http_guard;
 pub mod mcp;
+pub mod names;
 pub mod presets;
 pub mod runtime;
 pub mod session;
 pub mod spec;
 pub mod transport;
-pub mod cli;

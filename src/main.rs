@@ -57,16 +57,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Presets { presets_dir, json } => {
             let presets = Presets::load(presets_dir.as_deref())?;
             let list: Vec<_> = presets.iter().map(|p| p.summary()).collect();
+            let mut text = String::new();
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                text = serde_json::to_string_pretty(&list)? + "\n";
             } else {
                 for p in list {
-                    println!("{:<20} {}\n{:<20} $ {}", p.name, p.description, "", p.command.join(" "));
+                    text += &format!("{:<20} {}\n{:<20} $ {}\n", p.name, p.description, "", p.command.join(" "));
                     if !p.required_env.is_empty() {
-                        println!("{:<20} needs: {}", "", p.required_env.join(", "));
+                        text += &format!("{:<20} needs: {}\n", "", p.required_env.join(", "));
                     }
                 }
             }
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
             Ok(ExitCode::SUCCESS)
         }
         Command::Version => {
@@ -100,8 +103,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let presets = Presets::load(args.presets_dir.as_deref())?;
     let runtime: Arc<dyn Runtime> = match args.runtime {
-        RuntimeKind::Local => Arc::new(LocalRuntime::new(LocalConfig { init_timeout: args.ready_timeout, ..Default::default() })),
-        RuntimeKind::Kubernetes => bail!("the Kubernetes runtime is not available in this build yet; use --runtime local"),
+        RuntimeKind::Local => {
+            Arc::new(LocalRuntime::new(LocalConfig { init_timeout: args.ready_timeout, ..Default::default() }))
+        }
+        RuntimeKind::Kubernetes => {
+            bail!("the Kubernetes runtime is not available in this build yet; use --runtime local")
+        }
     };
     let policy = Policy {
         default_ttl: args.default_ttl,
@@ -141,15 +148,17 @@ async fn bridge(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     cfg.spares = args.spares;
     cfg.limits = SessionLimits { max_sessions: args.max_sessions, idle_timeout: args.session_idle_timeout };
     cfg.echo_stderr = true;
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let bridge = Bridge::start(cfg);
     let guard = Guard { allowed_hosts: cli::allowed_hosts(args.listen, &args.allowed_hosts), token: None };
     let app = guard.apply(bridge.router());
     let stop = CancellationToken::new();
     stop_on_signals(stop.clone());
     tracing::info!(addr = %listener.local_addr()?, command = ?args.command, "bridge listening (/mcp, /sse)");
-    let server = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).into_future());
+    let server =
+        tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).into_future());
     let mut code = ExitCode::SUCCESS;
     if !args.stay_on_failure {
         let mut readiness = bridge.subscribe();

@@ -15,9 +15,7 @@ const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 /// replaced by `mcp` when nothing usable is left.
 pub fn generate(base: &str) -> String {
     let mut rng = rand::rng();
-    let suffix: String = (0..SUFFIX_LEN)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
+    let suffix: String = (0..SUFFIX_LEN).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
     let mut stem = sanitize(base);
     stem.truncate(MAX_LEN - SUFFIX_LEN - 1);
     let stem = stem.trim_matches('-');

@@ -42,7 +42,7 @@ pub struct Preset {
     /// The server talks to the Kubernetes API (its pod gets a service-account token).
     #[serde(default)]
     pub needs_kube_api: bool,
-    /// Container image for the Kubernetes runtime; defaults to the meta server's `--server-image`.
+    /// Container image for the Kubernetes runtime (not used by the local runtime).
     #[serde(default)]
     pub image: Option<String>,
 }
@@ -163,7 +163,8 @@ mod tests {
     #[test]
     fn embedded_presets_all_load() {
         let presets = Presets::load(None).unwrap();
-        for name in ["time", "fetch", "git", "everything", "filesystem", "memory", "sequential-thinking", "kubernetes"] {
+        for name in ["time", "fetch", "git", "everything", "filesystem", "memory", "sequential-thinking", "kubernetes"]
+        {
             assert!(presets.get(name).is_some(), "missing preset {name}");
         }
         assert_eq!(presets.get("time").unwrap().argv(), ["uvx", "mcp-server-time"]);

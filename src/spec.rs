@@ -105,7 +105,9 @@ pub enum SpecError {
     Ttl { got: u64, max: u64 },
     #[error("label {0}")]
     Label(String),
-    #[error("`image` needs the Kubernetes runtime; this server runs the local runtime. Use `preset` or `runtime_exec`, or start mcp-ephemeral with --runtime kubernetes")]
+    #[error(
+        "`image` needs the Kubernetes runtime; this server runs the local runtime. Use `preset` or `runtime_exec`, or start mcp-ephemeral with --runtime kubernetes"
+    )]
     ImageNeedsKubernetes,
 }
 
@@ -226,10 +228,15 @@ impl LabelSelector {
                 Requirement::Exists(part.into())
             };
             let key = match &req {
-                Requirement::Equals(k, _) | Requirement::NotEquals(k, _) | Requirement::Exists(k) | Requirement::Absent(k) => k,
+                Requirement::Equals(k, _)
+                | Requirement::NotEquals(k, _)
+                | Requirement::Exists(k)
+                | Requirement::Absent(k) => k,
             };
             if key.is_empty() || key.contains(char::is_whitespace) {
-                return Err(SpecError::Label(format!("selector `{part}` is not `key=value`, `key!=value`, `key` or `!key`")));
+                return Err(SpecError::Label(format!(
+                    "selector `{part}` is not `key=value`, `key!=value`, `key` or `!key`"
+                )));
             }
             reqs.push(req);
         }
@@ -309,7 +316,9 @@ mod tests {
     #[test]
     fn selectors_match_like_kubectl() {
         let labels: BTreeMap<_, _> = [("team".to_string(), "a".to_string()), ("tier".into(), "x".into())].into();
-        for (sel, want) in [("team=a", true), ("team==a,tier", true), ("team!=a", false), ("!gone", true), ("gone", false), ("", true)] {
+        for (sel, want) in
+            [("team=a", true), ("team==a,tier", true), ("team!=a", false), ("!gone", true), ("gone", false), ("", true)]
+        {
             assert_eq!(LabelSelector::parse(sel).unwrap().matches(&labels), want, "{sel}");
         }
         assert!(LabelSelector::parse("a b").is_err());

@@ -29,10 +29,15 @@ use crate::{
 
 /// Serve one client on stdin/stdout until it closes stdin or `stop` fires.
 pub async fn serve_stdio(server: MetaServer, stop: CancellationToken) -> std::io::Result<()> {
-    let running = server
-        .serve_with_ct(rmcp::transport::stdio(), stop.child_token())
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let running = match server.serve_with_ct(rmcp::transport::stdio(), stop.child_token()).await {
+        Ok(r) => r,
+        // A client that goes away before initializing is not an error of ours.
+        Err(rmcp::service::ServerInitializeError::ConnectionClosed(_)) => {
+            tracing::info!("stdin closed before initialize");
+            return Ok(());
+        }
+        Err(e) => return Err(std::io::Error::other(e.to_string())),
+    };
     let reason = running.waiting().await;
     tracing::info!(?reason, "stdio session ended");
     Ok(())
@@ -45,11 +50,8 @@ pub fn http_router(server: MetaServer, guard: Guard, stop: &CancellationToken) -
         // The Guard checks Host (with the listen address and --allowed-host) in front of it.
         .disable_allowed_hosts();
     let factory_server = server.clone();
-    let streamable = StreamableHttpService::new(
-        move || Ok(factory_server.clone()),
-        LocalSessionManager::default().into(),
-        config,
-    );
+    let streamable =
+        StreamableHttpService::new(move || Ok(factory_server.clone()), LocalSessionManager::default().into(), config);
     let table = SessionTable::new(Arc::new(InProcess { server, stop: stop.clone() }), SessionLimits::default());
     let app = Router::new().nest_service("/mcp", streamable).merge(sse::routes(table));
     guard.apply(app).route("/healthz", get(|| async { "ok" }))
@@ -100,7 +102,8 @@ impl SessionOpener for InProcess {
             let server = self.server.clone();
             let service_ct = ct.clone();
             tokio::spawn(async move {
-                match server.serve_with_ct((Box::pin(outgoing.sink_map_err(|e| e)), incoming.boxed()), service_ct).await {
+                match server.serve_with_ct((Box::pin(outgoing.sink_map_err(|e| e)), incoming.boxed()), service_ct).await
+                {
                     Ok(running) => {
                         let _ = running.waiting().await;
                     }

@@ -80,6 +80,8 @@ impl Child {
         let mut command = Command::new(program);
         command
             .args(args)
+            // The meta server's own secret is not the child's business.
+            .env_remove("MCP_EPHEMERAL_TOKEN")
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -96,9 +98,7 @@ impl Child {
                 Ok(())
             });
         }
-        let mut child = command
-            .spawn()
-            .map_err(|source| SpawnError::Io { program: program.clone(), source })?;
+        let mut child = command.spawn().map_err(|source| SpawnError::Io { program: program.clone(), source })?;
         let pid = child.id().unwrap_or_default();
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -227,12 +227,7 @@ async fn write_stdin(mut stdin: tokio::process::ChildStdin, mut rx: mpsc::Receiv
     // Dropping stdin closes the pipe: the child sees EOF.
 }
 
-async fn read_stdout(
-    stdout: tokio::process::ChildStdout,
-    tx: mpsc::Sender<Bytes>,
-    logs: Arc<LogRing>,
-    tag: String,
-) {
+async fn read_stdout(stdout: tokio::process::ChildStdout, tx: mpsc::Sender<Bytes>, logs: Arc<LogRing>, tag: String) {
     let mut reader = BufReader::with_capacity(64 * 1024, stdout);
     let mut line = Vec::with_capacity(4096);
     loop {

@@ -104,8 +104,7 @@ impl Bridge {
     pub async fn wait_ready(&self, timeout: Duration) -> Readiness {
         let mut rx = self.inner.readiness.subscribe();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|r| !matches!(r, Readiness::Starting))).await;
-        let r = rx.borrow().clone();
-        r
+        rx.borrow().clone()
     }
 
     /// A receiver of readiness changes (for progress reports).
@@ -215,11 +214,8 @@ impl SessionOpener for Opener {
                 return Err(OpenError::ShuttingDown);
             }
             let mut rx = inner.readiness.subscribe();
-            let waited = tokio::time::timeout(
-                inner.cfg.init_timeout,
-                rx.wait_for(|r| !matches!(r, Readiness::Starting)),
-            )
-            .await;
+            let waited =
+                tokio::time::timeout(inner.cfg.init_timeout, rx.wait_for(|r| !matches!(r, Readiness::Starting))).await;
             match waited.ok().and_then(|r| r.ok()).map(|r| r.clone()) {
                 Some(Readiness::Ready(_)) => {}
                 Some(Readiness::Failed(f)) => return Err(OpenError::NotReady(f.message)),

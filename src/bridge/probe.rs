@@ -84,11 +84,7 @@ pub(super) async fn probe(inner: &Inner) -> Readiness {
                 .ok()
                 .and_then(|r| r.ok().and_then(|i| i.clone()));
             let how = info.as_ref().map(|i| format!(" ({i})")).unwrap_or_default();
-            failure(
-                "ExitedBeforeInitialize",
-                format!("`{argv}` exited{how} before answering initialize."),
-                info,
-            )
+            failure("ExitedBeforeInitialize", format!("`{argv}` exited{how} before answering initialize."), info)
         }
         Ok(Err(HandshakeError::Rejected(msg))) => {
             failure("InitializeRejected", format!("`{argv}` rejected initialize: {msg}."), None)

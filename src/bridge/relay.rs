@@ -309,14 +309,19 @@ mod tests {
         relay.send(Bytes::from(text), &[env], Some(&a_tx)).await.unwrap();
         drop(a_tx);
         server_out
-            .send(Bytes::from(r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":1}}"#))
+            .send(Bytes::from(
+                r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":1}}"#,
+            ))
             .await
             .unwrap();
         assert!(next(&mut a_rx).await.contains("notifications/progress"));
         server_out.send(Bytes::from(r#"{"jsonrpc":"2.0","id":7,"result":{}}"#)).await.unwrap();
         assert!(next(&mut a_rx).await.contains(r#""id":7"#));
         // No stream is waiting now: a log notification waits for the standalone stream.
-        server_out.send(Bytes::from(r#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#)).await.unwrap();
+        server_out
+            .send(Bytes::from(r#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         let mut standalone = relay.open_standalone().unwrap();
         assert!(next(&mut standalone).await.contains("notifications/message"));

@@ -31,9 +31,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// `/mcp` routes for `table`.
 pub fn routes(table: Arc<SessionTable>) -> Router {
-    Router::new()
-        .route("/mcp", post(post_message).get(open_stream).delete(delete_session))
-        .with_state(table)
+    Router::new().route("/mcp", post(post_message).get(open_stream).delete(delete_session)).with_state(table)
 }
 
 /// The messages of one POST body: a single JSON-RPC message or a batch.
@@ -130,16 +128,10 @@ async fn post_message(State(table): State<Arc<SessionTable>>, headers: HeaderMap
         .map(|e| e.id.map(|r| r.get()).unwrap_or_default().into())
         .collect();
 
-    let reply = if expected.is_empty() {
-        None
-    } else {
-        Some(mpsc::channel::<Bytes>(64))
-    };
+    let reply = if expected.is_empty() { None } else { Some(mpsc::channel::<Bytes>(64)) };
     for (raw, env) in batch.raw.iter().zip(&batch.envelopes) {
-        let sent = session
-            .relay
-            .send(one_line(&body, raw), std::slice::from_ref(env), reply.as_ref().map(|(tx, _)| tx))
-            .await;
+        let sent =
+            session.relay.send(one_line(&body, raw), std::slice::from_ref(env), reply.as_ref().map(|(tx, _)| tx)).await;
         if let Err(e) = sent {
             return jsonrpc_error(StatusCode::NOT_FOUND, env.id, -32001, &e.to_string());
         }
@@ -259,9 +251,9 @@ async fn open_stream(State(table): State<Arc<SessionTable>>, headers: HeaderMap)
         return (StatusCode::NOT_FOUND, "session not found").into_response();
     };
     match session.relay.open_standalone() {
-        Ok(rx) => Sse::new(standalone_stream(&session, rx))
-            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-            .into_response(),
+        Ok(rx) => {
+            Sse::new(standalone_stream(&session, rx)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
+        }
         Err(e) => (StatusCode::NOT_FOUND, e.to_string()).into_response(),
     }
 }

@@ -87,7 +87,8 @@ impl Mounts {
         }
         let connect_err = |why: String| MountError::Connect { job: job_name.into(), url: url.into(), why };
         let connect = async {
-            let client = ().serve(StreamableHttpClientTransport::from_uri(url.to_string())).await.map_err(|e| e.to_string())?;
+            let client =
+                ().serve(StreamableHttpClientTransport::from_uri(url.to_string())).await.map_err(|e| e.to_string())?;
             let tools = client.list_all_tools().await.map_err(|e| e.to_string())?;
             Ok::<_, String>((client, tools))
         };
@@ -101,7 +102,8 @@ impl Mounts {
         if by_name.contains_key(name) {
             return Err(MountError::Duplicate(name.to_string()));
         }
-        let others: Vec<String> = by_name.values().flat_map(|m| m.tools.iter().map(|t| m.exposed(t).name.to_string())).collect();
+        let others: Vec<String> =
+            by_name.values().flat_map(|m| m.tools.iter().map(|t| m.exposed(t).name.to_string())).collect();
         if let Some(tool) = exposed.iter().find(|t| taken(t) || others.contains(t)) {
             return Err(MountError::Clash { job: job_name.into(), name: name.into(), tool: tool.clone() });
         }

@@ -157,7 +157,13 @@ impl Summary for Logs {
 
 impl Summary for MountInfo {
     fn summary(&self) -> String {
-        format!("{} mounted as `{}` with {} tools: {}", self.job_name, self.name, self.tools.len(), self.tools.join(", "))
+        format!(
+            "{} mounted as `{}` with {} tools: {}",
+            self.job_name,
+            self.name,
+            self.tools.len(),
+            self.tools.join(", ")
+        )
     }
 }
 

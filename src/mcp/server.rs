@@ -8,8 +8,8 @@ use rmcp::{
     handler::server::{router::tool::ToolRouter, tool::ToolCallContext, wrapper::Parameters},
     model::{
         CallToolRequestParams, CallToolResponse, Implementation, ListResourcesResult, ListToolsResult,
-        PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams, Resource,
-        ReadResourceResponse, ReadResourceResult, ResourceContents, ServerCapabilities, ServerConfig, Tool,
+        PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse,
+        ReadResourceResult, Resource, ResourceContents, ServerCapabilities, ServerConfig, Tool,
     },
     service::{NotificationContext, RequestContext},
     tool, tool_router,
@@ -181,7 +181,8 @@ impl MetaServer {
         if tail == 0 || tail > MAX_TAIL {
             return Err(format!("tail_lines must be between 1 and {MAX_TAIL} (got {tail})"));
         }
-        let lines = self.state.manager.runtime().logs(&args.job_name, tail as usize).await.map_err(|e| e.to_string())?;
+        let lines =
+            self.state.manager.runtime().logs(&args.job_name, tail as usize).await.map_err(|e| e.to_string())?;
         Ok(Json(Logs { job_name: args.job_name, lines }))
     }
 
@@ -208,7 +209,10 @@ impl MetaServer {
     }
 
     #[tool(description = "Stop offering a mounted server's tools here (the server keeps running).")]
-    async fn remove_mcp_server_mount(&self, Parameters(args): Parameters<UnmountArgs>) -> Result<Json<Unmounted>, String> {
+    async fn remove_mcp_server_mount(
+        &self,
+        Parameters(args): Parameters<UnmountArgs>,
+    ) -> Result<Json<Unmounted>, String> {
         let info = self.state.mounts.remove(&args.name).await.map_err(|e| e.to_string())?;
         notify_tools_changed(&self.state).await;
         Ok(Json(Unmounted { name: info.name, job_name: info.job_name, tools_removed: info.tools }))

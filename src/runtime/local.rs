@@ -112,17 +112,14 @@ fn find_program(program: &str) -> Result<PathBuf, RuntimeError> {
         return if executable(&path) { Ok(path) } else { Err(missing("no such executable file".into())) };
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| executable(p))
-        .ok_or_else(|| {
-            let hint = match program {
-                "uvx" | "uv" => " Install uv (`pip install uv`, or see docs.astral.sh/uv).",
-                "npx" | "npm" | "node" => " Install Node.js and npm.",
-                _ => "",
-            };
-            missing(format!("it is not on PATH ({}).{hint}", path.to_string_lossy()))
-        })
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| executable(p)).ok_or_else(|| {
+        let hint = match program {
+            "uvx" | "uv" => " Install uv (`pip install uv`, or see docs.astral.sh/uv).",
+            "npx" | "npm" | "node" => " Install Node.js and npm.",
+            _ => "",
+        };
+        missing(format!("it is not on PATH ({}).{hint}", path.to_string_lossy()))
+    })
 }
 
 fn info(server: &LocalServer) -> ServerInfo {

@@ -157,7 +157,9 @@ pub enum RuntimeError {
     NotFound(String),
     #[error("cannot start `{program}`: {why}")]
     Program { program: String, why: String },
-    #[error("server `{name}` failed ({reason}): {message}\nIt is kept for inspection (get_mcp_server_logs); delete it with delete_mcp_server.")]
+    #[error(
+        "server `{name}` failed ({reason}): {message}\nIt is kept for inspection (get_mcp_server_logs); delete it with delete_mcp_server."
+    )]
     Failed { name: String, reason: String, message: String },
     #[error("server `{name}` is not ready after {}s (phase {phase:?}); check get_mcp_server_status and get_mcp_server_logs, or wait longer", waited.as_secs())]
     NotReadyInTime { name: String, waited: Duration, phase: Phase },

@@ -14,8 +14,16 @@ async fn every_bad_request_gets_a_clear_error_and_changes_nothing() {
             ("create_mcp_server", json!({"runtime_exec": ""}), "empty"),
             ("create_mcp_server", json!({"runtime_exec": "uvx mcp-server-time"}), "single program"),
             ("create_mcp_server", json!({"runtime_exec": "uvx", "runtime_args": "'unbalanced"}), "cannot be parsed"),
-            ("create_mcp_server", json!({"preset": "time", "env": {"1BAD": "x"}}), "not a valid environment variable name"),
-            ("create_mcp_server", json!({"preset": "time", "env": {"A-B": "x"}}), "not a valid environment variable name"),
+            (
+                "create_mcp_server",
+                json!({"preset": "time", "env": {"1BAD": "x"}}),
+                "not a valid environment variable name",
+            ),
+            (
+                "create_mcp_server",
+                json!({"preset": "time", "env": {"A-B": "x"}}),
+                "not a valid environment variable name",
+            ),
             ("create_mcp_server", json!({"preset": "time", "env": {"BIG": big}}), "limit is 65536"),
             ("create_mcp_server", json!({"preset": "time", "secret_env": {"BIG": big}}), "limit is 65536"),
             ("create_mcp_server", json!({"preset": "time", "ttl_seconds": 0}), "ttl_seconds"),
@@ -31,7 +39,11 @@ async fn every_bad_request_gets_a_clear_error_and_changes_nothing() {
         ];
         for (tool, args, expect) in cases {
             let msg = call_err(&meta, tool, args.clone()).await;
-            assert!(msg.contains(expect), "{tool}({}) said {msg:?}, expected it to mention {expect:?}", truncate(&args));
+            assert!(
+                msg.contains(expect),
+                "{tool}({}) said {msg:?}, expected it to mention {expect:?}",
+                truncate(&args)
+            );
             // Still serving, and nothing was created.
             let list = call_ok(&meta, "list_mcp_servers", json!({})).await;
             assert_eq!(list["servers"].as_array().unwrap().len(), 0, "{tool} left a server behind");

@@ -64,10 +64,15 @@ async fn concurrent_sessions_on_one_bridge_get_only_their_own_answers() {
         assert!(servers >= 4, "expected a child per session and a spare, found {servers}");
 
         unsafe { libc::kill(bridge.id().unwrap() as i32, libc::SIGTERM) };
-        let status = tokio::time::timeout(Duration::from_secs(6), bridge.wait()).await.expect("bridge exits within 6 s");
+        let status =
+            tokio::time::timeout(Duration::from_secs(6), bridge.wait()).await.expect("bridge exits within 6 s");
         assert!(status.unwrap().success());
         let left = wait_gone(&processes, Duration::from_secs(2)).await;
-        assert!(left.is_empty(), "children outlived the bridge: {:?}", left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>());
+        assert!(
+            left.is_empty(),
+            "children outlived the bridge: {:?}",
+            left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>()
+        );
     })
     .await
     .expect("test finished in time");

@@ -3,7 +3,14 @@ use serde_json::json;
 use crate::support::*;
 
 /// The full life of a server through one meta-server client; returns nothing, panics on failure.
-async fn create_call_list_delete(meta: &Client, meta_pid: u32, create: serde_json::Value, tool: &str, args: serde_json::Value, expect: &str) {
+async fn create_call_list_delete(
+    meta: &Client,
+    meta_pid: u32,
+    create: serde_json::Value,
+    tool: &str,
+    args: serde_json::Value,
+    expect: &str,
+) {
     let server = call_ok(meta, "create_mcp_server", create).await;
     assert_eq!(server["phase"], "Ready", "{server}");
     let job = server["job_name"].as_str().expect("job_name").to_string();
@@ -141,7 +148,9 @@ async fn a_failing_server_reports_its_exit_code_and_stderr() {
 async fn expired_servers_are_reaped_with_their_processes() {
     tokio::time::timeout(TEST_LIMIT, async {
         let (meta, pid) = meta_stdio(&[]).await;
-        let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true, "ttl_seconds": 8})).await;
+        let server =
+            call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true, "ttl_seconds": 8}))
+                .await;
         let processes = descendants(pid);
         assert!(!processes.is_empty());
         let expires = humantime::parse_rfc3339(server["expires_at"].as_str().unwrap()).unwrap();

@@ -3,13 +3,13 @@
 
 mod support;
 
+/// Bad requests get clear tool errors and change nothing.
+mod bad_input;
+/// The bridge command: isolation between sessions, readiness, failures.
+mod bridge;
 /// create → connect over streamable HTTP and SSE → call → list → delete, over stdio and HTTP.
 mod lifecycle;
 /// Mounted tools appear, answer and disappear, with tools/list_changed.
 mod mounting;
-/// The bridge command: isolation between sessions, readiness, failures.
-mod bridge;
-/// Bad requests get clear tool errors and change nothing.
-mod bad_input;
 /// Nothing outlives the meta server.
 mod shutdown;

@@ -42,7 +42,11 @@ async fn stdin_eof_on_stdio_ends_every_child() {
         let mut all = processes.clone();
         all.push(pid);
         let left = wait_gone(&all, Duration::from_secs(5)).await;
-        assert!(left.is_empty(), "left behind after stdin EOF: {:?}", left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>());
+        assert!(
+            left.is_empty(),
+            "left behind after stdin EOF: {:?}",
+            left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>()
+        );
         assert!(start.elapsed() < Duration::from_secs(5));
     })
     .await

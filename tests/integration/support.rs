@@ -213,8 +213,8 @@ fn take_events(buf: &mut String) -> Vec<(String, String)> {
 
 /// Call a tool; returns the whole result (tool errors included).
 pub async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
-    let params = CallToolRequestParams::new(tool.to_string())
-        .with_arguments(args.as_object().cloned().unwrap_or_default());
+    let params =
+        CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().unwrap_or_default());
     tokio::time::timeout(Duration::from_secs(150), client.call_tool(params))
         .await
         .unwrap_or_else(|_| panic!("{tool} answered within 150 s"))
@@ -290,5 +290,7 @@ pub async fn wait_gone(pids: &[u32], limit: Duration) -> Vec<u32> {
 
 /// The command line of a process, for failure messages.
 pub fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default()
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
 }
