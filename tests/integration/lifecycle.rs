@@ -11,8 +11,17 @@ async fn create_call_list_delete(
     args: serde_json::Value,
     expect: &str,
 ) {
-    let server = call_ok(meta, "create_mcp_server", create).await;
+    let created = call(meta, "create_mcp_server", create).await;
+    assert_ne!(created.is_error, Some(true), "{}", text(&created));
+    assert!(!format!("{created:?}").contains("s3cr3t-value-42"), "a secret value leaked into the result");
+    let server = created.structured_content.clone().expect("structured");
     assert_eq!(server["phase"], "Ready", "{server}");
+    if server["secret_env_names"].as_array().is_some_and(|a| !a.is_empty()) {
+        assert_eq!(server["secret_env_names"], json!(["API_KEY"]));
+        assert_eq!(server["env_names"], json!(["PLAIN"]));
+        let listed = call(meta, "list_mcp_servers", json!({})).await;
+        assert!(!format!("{listed:?}").contains("s3cr3t-value-42"));
+    }
     let job = server["job_name"].as_str().expect("job_name").to_string();
     let mcp_url = server["urls"]["mcp"].as_str().expect("urls.mcp").to_string();
     let sse_url = server["urls"]["sse"].as_str().expect("urls.sse").to_string();
@@ -49,7 +58,7 @@ async fn time_preset_over_stdio_meta_server() {
         create_call_list_delete(
             &meta,
             pid,
-            json!({"preset": "time", "wait_for_ready": true}),
+            json!({"preset": "time", "wait_for_ready": true, "env": {"PLAIN": "visible"}, "secret_env": {"API_KEY": "s3cr3t-value-42"}}),
             "get_current_time",
             json!({"timezone": "UTC"}),
             "\"timezone\"",
@@ -159,6 +168,26 @@ async fn expired_servers_are_reaped_with_their_processes() {
         assert!(left.is_empty(), "processes outlived the TTL: {left:?}");
         let list = call_ok(&meta, "list_mcp_servers", json!({})).await;
         assert_eq!(list["servers"].as_array().unwrap().len(), 0, "{} should be gone: {list}", server["job_name"]);
+        let _ = meta.cancel().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_ready_reports_progress_to_clients_that_ask() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (meta, _) = meta_stdio(&[]).await;
+        let token = rmcp::model::ProgressToken(rmcp::model::NumberOrString::String("create-1".into()));
+        let mut params = rmcp::model::CallToolRequestParams::new("create_mcp_server")
+            .with_arguments(json!({"preset": "time", "wait_for_ready": true}).as_object().unwrap().clone());
+        params.meta = Some(rmcp::model::RequestMetaObject::with_progress_token(token));
+        let res = meta.call_tool(params).await.expect("create");
+        assert_ne!(res.is_error, Some(true), "{}", text(&res));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let progress = meta.service().progress.lock().unwrap().clone();
+        assert!(progress.iter().any(|m| m.contains("waiting for initialize")), "{progress:?}");
+        assert!(progress.iter().any(|m| m.contains("ready")), "{progress:?}");
         let _ = meta.cancel().await;
     })
     .await

@@ -28,11 +28,13 @@ pub const TEST_LIMIT: Duration = Duration::from_secs(240);
 #[derive(Clone)]
 pub struct Recorder {
     changes: Arc<watch::Sender<usize>>,
+    /// Messages of the `notifications/progress` received.
+    pub progress: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Default for Recorder {
     fn default() -> Self {
-        Recorder { changes: Arc::new(watch::channel(0).0) }
+        Recorder { changes: Arc::new(watch::channel(0).0), progress: Arc::default() }
     }
 }
 
@@ -54,6 +56,14 @@ impl Recorder {
 impl ClientHandler for Recorder {
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         self.changes.send_modify(|c| *c += 1);
+    }
+
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress.lock().unwrap().push(params.message.unwrap_or_default());
     }
 }
 
