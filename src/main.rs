@@ -157,8 +157,11 @@ async fn bridge(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     let stop = CancellationToken::new();
     stop_on_signals(stop.clone());
     tracing::info!(addr = %listener.local_addr()?, command = ?args.command, "bridge listening (/mcp, /sse)");
-    let server =
-        tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).into_future());
+    let server = tokio::spawn(
+        axum::serve(mcp_ephemeral::bridge::nodelay(listener), app)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
     let mut code = ExitCode::SUCCESS;
     if !args.stay_on_failure {
         let mut readiness = bridge.subscribe();

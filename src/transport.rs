@@ -67,7 +67,7 @@ pub async fn serve_http(
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "serving MCP at http://{addr}/mcp (SSE: /sse)");
     let app = http_router(server, guard, &stop);
-    axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
+    axum::serve(crate::bridge::nodelay(listener), app).with_graceful_shutdown(stop.cancelled_owned()).await
 }
 
 /// Opens legacy-SSE sessions on the meta server itself: its rmcp handler behind channels.

@@ -59,6 +59,17 @@ impl BridgeConfig {
     }
 }
 
+/// A listener whose connections send small writes at once. Without it, Nagle's algorithm and
+/// the client's delayed ACK hold the end of every streamed response back by ~40 ms.
+pub fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    })
+}
+
 struct Inner {
     cfg: BridgeConfig,
     logs: Arc<LogRing>,

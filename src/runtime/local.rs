@@ -88,7 +88,10 @@ impl LocalRuntime {
         let stopped = stop.clone();
         let name = spec.name.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await {
+            if let Err(e) = axum::serve(crate::bridge::nodelay(listener), app)
+                .with_graceful_shutdown(stopped.cancelled_owned())
+                .await
+            {
                 tracing::warn!(server = %name, error = %e, "listener ended");
             }
         });
