@@ -2,6 +2,7 @@
 //! source of truth about it: status and lists are read from the runtime, never from a cache
 //! elsewhere. `local` runs child processes behind in-process bridges; `kubernetes` runs Jobs.
 
+pub mod kubernetes;
 pub mod local;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration, time::SystemTime};

@@ -1,0 +1,36 @@
+//! Every Kubernetes API access the runtime makes, as RBAC rules. `deploy/kubernetes/role.yaml`
+//! must grant exactly what is listed here (a test checks it), and the fake API server in the
+//! tests checks that every request the code sends is listed here. Adding an API call means
+//! adding it here first.
+
+/// One RBAC rule: API group (`""` is core), resource (`pods/log` for a subresource), verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+}
+
+/// What the Kubernetes runtime does in its namespace. Nothing cluster-wide: the startup check
+/// of the namespace (`get namespaces`) is optional and a 403 there is expected.
+pub const API_ACCESS: &[Access] = &[
+    // create a server; status/list/watch for readiness and listing; delete; patch hands out a
+    // warm-pool member (labels, annotations, deadline).
+    Access { group: "batch", resource: "jobs", verbs: &["create", "get", "list", "watch", "delete", "patch"] },
+    // find a Job's pod, watch it become Ready.
+    Access { group: "", resource: "pods", verbs: &["get", "list", "watch"] },
+    Access { group: "", resource: "pods/log", verbs: &["get"] },
+    // the out-of-cluster gateway tunnels through port-forward (websocket upgrade: get + create).
+    Access { group: "", resource: "pods/portforward", verbs: &["get", "create"] },
+    Access { group: "", resource: "services", verbs: &["create", "get", "list", "delete"] },
+    // the Secret is created before its Job and then given the Job as owner (patch); list and
+    // delete sweep Secrets whose Job never came to be (a crash between the two creates).
+    Access { group: "", resource: "secrets", verbs: &["create", "get", "list", "delete", "patch"] },
+    // the events of a failing pod go into the error message.
+    Access { group: "", resource: "events", verbs: &["list"] },
+];
+
+/// Whether `API_ACCESS` allows `verb` on `group`/`resource`.
+pub fn allows(group: &str, resource: &str, verb: &str) -> bool {
+    API_ACCESS.iter().any(|a| a.group == group && a.resource == resource && a.verbs.contains(&verb))
+}
