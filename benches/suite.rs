@@ -1,0 +1,2 @@
+//! Benchmark suite (being written): `cargo bench --bench suite`.
+fn main() {}
