@@ -82,6 +82,42 @@ pub struct ServeArgs {
     /// Extra Host names HTTP clients may use (the listen address and loopback are always allowed).
     #[arg(long = "allowed-host")]
     pub allowed_hosts: Vec<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Settings of `--runtime kubernetes`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Kubernetes runtime")]
+pub struct KubeArgs {
+    /// Namespace for servers (default: the pod's namespace in a cluster, else the kubeconfig context's, else `default`).
+    #[arg(long, env = "MCP_EPHEMERAL_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Kubeconfig context to use (default: the current context).
+    #[arg(long, env = "MCP_EPHEMERAL_CONTEXT")]
+    pub context: Option<String>,
+    /// Image for preset and runtime_exec servers: one with mcp-ephemeral, uvx and npx (this project's image).
+    #[arg(long, env = "MCP_EPHEMERAL_SERVER_IMAGE")]
+    pub server_image: Option<String>,
+    /// How `image` servers speak MCP unless a request says: stdio (behind the bridge) or http (on --image-port).
+    #[arg(long, value_enum, default_value = "stdio")]
+    pub image_transport: ImageTransportArg,
+    /// The port http images listen on unless a request says.
+    #[arg(long, default_value_t = 8080)]
+    pub image_port: u16,
+    /// Out of cluster: where the gateway to spawned servers listens (default: the HTTP transport's
+    /// own listener, or an ephemeral port on 127.0.0.1 with stdio).
+    #[arg(long)]
+    pub gateway_listen: Option<SocketAddr>,
+    /// How long a finished server's Job (and its logs) stays before Kubernetes deletes it.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub keep_finished: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImageTransportArg {
+    Stdio,
+    Http,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 pub mod bridge;
 pub mod cli;
+pub mod gateway;
 pub mod http_guard;
 pub mod mcp;
 pub mod names;

@@ -7,15 +7,18 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use mcp_ephemeral::{
     bridge::{Bridge, BridgeConfig, ChildCommand, Readiness, session::SessionLimits},
-    cli::{self, BridgeArgs, Cli, Command, RuntimeKind, ServeArgs, Transport},
+    cli::{self, BridgeArgs, Cli, Command, ImageTransportArg, RuntimeKind, ServeArgs, Transport},
+    gateway::{self, Dialer},
     http_guard::Guard,
     mcp::MetaServer,
     presets::Presets,
     runtime::{
         Runtime,
+        kubernetes::{KubernetesRuntime, UrlMode, client, manifests::JobSettings, portforward::PodDialer},
         local::{LocalConfig, LocalRuntime},
     },
     session::{Policy, SessionManager},
+    spec::ImageTransport,
     transport,
 };
 use tokio_util::sync::CancellationToken;
@@ -102,12 +105,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         bail!("{problems}");
     }
     let presets = Presets::load(args.presets_dir.as_deref())?;
+    // HTTP binds first: out of cluster its address is the gateway's, and URLs name it.
+    let listener = match args.transport {
+        Transport::Http => Some(
+            tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?,
+        ),
+        Transport::Stdio => None,
+    };
+    let stop = CancellationToken::new();
+    let mut gateway_routes = None;
     let runtime: Arc<dyn Runtime> = match args.runtime {
         RuntimeKind::Local => {
             Arc::new(LocalRuntime::new(LocalConfig { init_timeout: args.ready_timeout, ..Default::default() }))
         }
         RuntimeKind::Kubernetes => {
-            bail!("the Kubernetes runtime is not available in this build yet; use --runtime local")
+            let (runtime, routes) = kubernetes_runtime(&args, listener.as_ref(), &stop).await?;
+            gateway_routes = routes;
+            runtime
         }
     };
     let policy = Policy {
@@ -118,20 +134,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let manager = SessionManager::new(presets, runtime, policy);
     let server = MetaServer::new(manager.clone());
-    let stop = CancellationToken::new();
     stop_on_signals(stop.clone());
     tracing::info!(runtime = manager.runtime().kind(), transport = ?args.transport, "mcp-ephemeral {} starting", env!("CARGO_PKG_VERSION"));
     let served = match args.transport {
         Transport::Stdio => transport::serve_stdio(server, stop.clone()).await.context("stdio transport"),
         Transport::Http => {
-            let listener = tokio::net::TcpListener::bind(args.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            let listener = listener.expect("bound above");
             let guard = Guard {
                 allowed_hosts: cli::allowed_hosts(args.listen, &args.allowed_hosts),
                 token: args.auth_token.clone().filter(|t| !t.is_empty()),
             };
-            transport::serve_http(listener, server, guard, stop.clone()).await.context("HTTP transport")
+            transport::serve_http(listener, server, guard, stop.clone(), gateway_routes).await.context("HTTP transport")
         }
     };
     stop.cancel();
@@ -140,6 +153,63 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Connect to the cluster and decide how callers reach servers: Service DNS names in the
+/// cluster; outside, the gateway (on the HTTP listener, or its own loopback listener). Returns
+/// the gateway routes when they go on the HTTP listener.
+async fn kubernetes_runtime(
+    args: &ServeArgs,
+    http: Option<&tokio::net::TcpListener>,
+    stop: &CancellationToken,
+) -> anyhow::Result<(Arc<dyn Runtime>, Option<axum::Router>)> {
+    let kube = &args.kube;
+    let conn = client::connect(kube.context.as_deref(), kube.namespace.as_deref()).await?;
+    let mut settings = JobSettings::default();
+    if let Some(image) = &kube.server_image {
+        settings.server_image = image.clone();
+    }
+    settings.image_transport = match kube.image_transport {
+        ImageTransportArg::Stdio => ImageTransport::Stdio,
+        ImageTransportArg::Http => ImageTransport::Http,
+    };
+    settings.image_port = kube.image_port;
+    settings.keep_finished_secs = kube.keep_finished.as_secs().min(i32::MAX as u64) as i32;
+    tracing::info!(server = %conn.server, namespace = %conn.namespace, in_cluster = conn.in_cluster, "connected to Kubernetes");
+    if conn.in_cluster && kube.gateway_listen.is_none() {
+        let runtime = KubernetesRuntime::new(conn, settings, UrlMode::ServiceDns);
+        return Ok((runtime, None));
+    }
+    let dialer: Arc<dyn Dialer> = Arc::new(PodDialer::new(conn.client.clone(), &conn.namespace));
+    let routes = gateway::router(dialer);
+    let (base, routes) = match (http, kube.gateway_listen) {
+        (Some(listener), None) => (base_url(listener.local_addr()?), Some(routes)),
+        (_, listen) => {
+            let listen = listen.unwrap_or(([127, 0, 0, 1], 0).into());
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen} for the gateway"))?;
+            let base = base_url(listener.local_addr()?);
+            let guard = Guard { allowed_hosts: cli::allowed_hosts(listen, &[]), token: None };
+            let app = guard.apply(routes);
+            let stopped = stop.clone();
+            tracing::info!(%base, "gateway to spawned servers listening");
+            tokio::spawn(async move {
+                let serve = axum::serve(mcp_ephemeral::bridge::nodelay(listener), app);
+                if let Err(e) = serve.with_graceful_shutdown(stopped.cancelled_owned()).await {
+                    tracing::warn!(error = %e, "gateway listener ended");
+                }
+            });
+            (base, None)
+        }
+    };
+    Ok((KubernetesRuntime::new(conn, settings, UrlMode::Gateway(base)), routes))
+}
+
+/// `http://ADDR`, with an unspecified IP (0.0.0.0) replaced by loopback.
+fn base_url(addr: std::net::SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { addr.ip() };
+    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
 }
 
 async fn bridge(args: BridgeArgs) -> anyhow::Result<ExitCode> {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     presets::Presets,
     runtime::{Deleted, ProgressFn, Runtime, RuntimeError, ServerInfo},
-    spec::{self, Args, LabelSelector, ServerSpec, Source, SpecError},
+    spec::{self, Args, ImageTransport, LabelSelector, Resources, ServerSpec, Source, SpecError},
 };
 
 /// Arguments of `create_mcp_server` (names compatible with mcp-ephemeral-k8s).
@@ -53,6 +53,15 @@ pub struct CreateRequest {
     /// Labels to find it by (list_mcp_servers label_selector).
     #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
+    /// CPU and memory for the server's container (Kubernetes runtime); unset fields keep the preset's or the defaults.
+    #[serde(default)]
+    pub resources: Option<Resources>,
+    /// How an `image` speaks MCP: "stdio" (run behind the bridge; its command goes in runtime_args) or "http" (it serves /mcp and /sse itself on image_port). Default: the meta server's --image-transport.
+    #[serde(default)]
+    pub image_transport: Option<ImageTransport>,
+    /// The port an "http" image listens on (default: the meta server's --image-port).
+    #[serde(default)]
+    pub image_port: Option<u16>,
 }
 
 /// Limits and defaults applied to every request.
@@ -160,6 +169,21 @@ impl SessionManager {
         spec::check_env("secret_env", &secret_env)?;
         let labels = req.labels.unwrap_or_default();
         spec::check_labels(&labels)?;
+        let requested = req.resources.unwrap_or_default();
+        requested.check()?;
+        if req.image.is_none() {
+            if req.image_transport.is_some() {
+                return Err(SpecError::ImageOnly("image_transport"));
+            }
+            if req.image_port.is_some() {
+                return Err(SpecError::ImageOnly("image_port"));
+            }
+        }
+        if req.image_port == Some(0) {
+            return Err(SpecError::Args("`image_port` must be a port number between 1 and 65535".into()));
+        }
+        let mut resources = requested.clone();
+        let mut command_image = None;
 
         let (preset, source, base, mut env, needs_kube_api) = if let Some(name) = &req.preset {
             let p = self.presets.get(name).ok_or_else(|| SpecError::UnknownPreset {
@@ -179,6 +203,8 @@ impl SessionManager {
             argv.extend(p.runtime_mcp.clone());
             argv.extend(args.unwrap_or_else(|| p.runtime_args.clone()));
             let source = Source::Command { argv };
+            resources = requested.or(&p.resources);
+            command_image = p.image.clone();
             (Some(name.clone()), source, name.clone(), p.env.clone(), p.needs_kube_api)
         } else if let Some(exec) = &req.runtime_exec {
             spec::check_exec(exec)?;
@@ -198,7 +224,12 @@ impl SessionManager {
             if self.runtime.kind() == "local" {
                 return Err(SpecError::ImageNeedsKubernetes);
             }
-            let source = Source::Image { image: image.clone(), args: args.unwrap_or_default() };
+            let source = Source::Image {
+                image: image.clone(),
+                args: args.unwrap_or_default(),
+                transport: req.image_transport,
+                port: req.image_port,
+            };
             (None, source, image.clone(), BTreeMap::new(), false)
         } else {
             return Err(SpecError::NoSource);
@@ -223,6 +254,8 @@ impl SessionManager {
             created_at,
             expires_at: created_at + ttl,
             needs_kube_api,
+            resources,
+            command_image,
         })
     }
 

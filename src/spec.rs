@@ -34,6 +34,83 @@ pub struct ServerSpec {
     pub expires_at: SystemTime,
     /// The server needs the Kubernetes API (its pod gets a service-account token).
     pub needs_kube_api: bool,
+    /// CPU and memory for its container (Kubernetes); unset fields take the runtime's defaults.
+    pub resources: Resources,
+    /// The image a `Command` server runs in on Kubernetes, when its preset names one (else the
+    /// runtime's `--server-image`).
+    pub command_image: Option<String>,
+}
+
+/// Container resources as Kubernetes quantities (`250m`, `1`, `256Mi`); `None` = the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// e.g. "100m"
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_request: Option<String>,
+    /// e.g. "1"
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<String>,
+    /// e.g. "128Mi"
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_request: Option<String>,
+    /// e.g. "512Mi"
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<String>,
+}
+
+impl Resources {
+    /// `self`, with the fields it leaves unset taken from `fallback`.
+    pub fn or(&self, fallback: &Resources) -> Resources {
+        Resources {
+            cpu_request: self.cpu_request.clone().or_else(|| fallback.cpu_request.clone()),
+            cpu_limit: self.cpu_limit.clone().or_else(|| fallback.cpu_limit.clone()),
+            memory_request: self.memory_request.clone().or_else(|| fallback.memory_request.clone()),
+            memory_limit: self.memory_limit.clone().or_else(|| fallback.memory_limit.clone()),
+        }
+    }
+
+    /// Each set field must be a Kubernetes quantity, so a typo fails the request, not the pod.
+    pub fn check(&self) -> Result<(), SpecError> {
+        let fields = [
+            ("cpu_request", &self.cpu_request),
+            ("cpu_limit", &self.cpu_limit),
+            ("memory_request", &self.memory_request),
+            ("memory_limit", &self.memory_limit),
+        ];
+        for (name, value) in fields {
+            if let Some(v) = value
+                && !is_quantity(v)
+            {
+                return Err(SpecError::Quantity { field: name, value: v.chars().take(64).collect() });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A Kubernetes resource quantity: a decimal number with an optional suffix.
+pub fn is_quantity(s: &str) -> bool {
+    const SUFFIXES: [&str; 14] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P"];
+    let number = SUFFIXES.iter().find_map(|suf| s.strip_suffix(suf)).unwrap_or(s);
+    let mut parts = number.splitn(2, '.');
+    let whole = parts.next().unwrap_or("");
+    let frac = parts.next();
+    !number.is_empty()
+        && number.len() <= 32
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+        && (!whole.is_empty() || frac.is_some())
+}
+
+/// How an `image` server speaks MCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageTransport {
+    /// stdio: it runs behind `mcp-ephemeral bridge` (its command goes in `runtime_args`).
+    Stdio,
+    /// It serves streamable HTTP (`/mcp`) and SSE (`/sse`) itself on `image_port`.
+    Http,
 }
 
 /// What runs.
@@ -41,8 +118,9 @@ pub struct ServerSpec {
 pub enum Source {
     /// A stdio server started as `argv` (behind the bridge).
     Command { argv: Vec<String> },
-    /// A container image (Kubernetes runtime only).
-    Image { image: String, args: Vec<String> },
+    /// A container image (Kubernetes runtime only). `transport` and `port` are `None` when the
+    /// request left them to the runtime's defaults.
+    Image { image: String, args: Vec<String>, transport: Option<ImageTransport>, port: Option<u16> },
 }
 
 impl ServerSpec {
@@ -50,7 +128,7 @@ impl ServerSpec {
     pub fn command_line(&self) -> Vec<String> {
         match &self.source {
             Source::Command { argv } => argv.clone(),
-            Source::Image { image, args } => std::iter::once(image.clone()).chain(args.iter().cloned()).collect(),
+            Source::Image { image, args, .. } => std::iter::once(image.clone()).chain(args.iter().cloned()).collect(),
         }
     }
 }
@@ -109,6 +187,10 @@ pub enum SpecError {
         "`image` needs the Kubernetes runtime; this server runs the local runtime. Use `preset` or `runtime_exec`, or start mcp-ephemeral with --runtime kubernetes"
     )]
     ImageNeedsKubernetes,
+    #[error("`resources.{field}` must be a Kubernetes quantity such as \"250m\", \"1\" or \"256Mi\" (got `{value}`)")]
+    Quantity { field: &'static str, value: String },
+    #[error("`{0}` only applies to `image` servers")]
+    ImageOnly(&'static str),
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`
@@ -301,6 +383,18 @@ mod tests {
         let args = Args::Line("--repository '/tmp/my repo' -v".into()).into_vec().unwrap();
         assert_eq!(args, ["--repository", "/tmp/my repo", "-v"]);
         assert!(Args::Line("'unbalanced".into()).into_vec().is_err());
+    }
+
+    #[test]
+    fn quantities_follow_kubernetes_rules() {
+        for ok in ["1", "250m", "0.5", "128Mi", "1Gi", "2k", ".5"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["", "Mi", "1.2.3", "1 Gi", "-1", "1Xi", "1.", "abc"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+        let r = Resources { memory_limit: Some("lots".into()), ..Default::default() };
+        assert!(r.check().unwrap_err().to_string().contains("resources.memory_limit"));
     }
 
     #[test]

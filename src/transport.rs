@@ -44,7 +44,8 @@ pub async fn serve_stdio(server: MetaServer, stop: CancellationToken) -> std::io
 }
 
 /// The HTTP app of the meta server.
-pub fn http_router(server: MetaServer, guard: Guard, stop: &CancellationToken) -> Router {
+/// `extra` routes (the gateway) sit behind the same guard.
+pub fn http_router(server: MetaServer, guard: Guard, stop: &CancellationToken, extra: Option<Router>) -> Router {
     let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(stop.child_token())
         // The Guard checks Host (with the listen address and --allowed-host) in front of it.
@@ -53,7 +54,10 @@ pub fn http_router(server: MetaServer, guard: Guard, stop: &CancellationToken) -
     let streamable =
         StreamableHttpService::new(move || Ok(factory_server.clone()), LocalSessionManager::default().into(), config);
     let table = SessionTable::new(Arc::new(InProcess { server, stop: stop.clone() }), SessionLimits::default());
-    let app = Router::new().nest_service("/mcp", streamable).merge(sse::routes(table));
+    let mut app = Router::new().nest_service("/mcp", streamable).merge(sse::routes(table));
+    if let Some(extra) = extra {
+        app = app.merge(extra);
+    }
     guard.apply(app).route("/healthz", get(|| async { "ok" }))
 }
 
@@ -63,10 +67,11 @@ pub async fn serve_http(
     server: MetaServer,
     guard: Guard,
     stop: CancellationToken,
+    extra: Option<Router>,
 ) -> std::io::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "serving MCP at http://{addr}/mcp (SSE: /sse)");
-    let app = http_router(server, guard, &stop);
+    let app = http_router(server, guard, &stop, extra);
     axum::serve(crate::bridge::nodelay(listener), app).with_graceful_shutdown(stop.cancelled_owned()).await
 }
 

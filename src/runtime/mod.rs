@@ -166,6 +166,8 @@ pub enum RuntimeError {
     NotReadyInTime { name: String, waited: Duration, phase: Phase },
     #[error("{0}")]
     Unsupported(String),
+    #[error("Kubernetes API error while {action}: {detail}")]
+    Api { action: String, detail: String },
     #[error("{0}")]
     Io(String),
 }

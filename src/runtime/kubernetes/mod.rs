@@ -1,4 +1,450 @@
 //! The Kubernetes runtime: each server is a Job (with a Service, and a Secret for `secret_env`),
-//! labelled so that the cluster, not this process, is the source of truth.
+//! labelled so that the cluster, not this process, is the source of truth. A restarted meta
+//! server lists and deletes the servers of its predecessor; a crashed one leaves nothing that
+//! outlives its TTL (`activeDeadlineSeconds`, `ttlSecondsAfterFinished`).
 
+pub mod client;
+pub mod manifests;
+pub mod portforward;
 pub mod rbac;
+pub mod readiness;
+pub mod retry;
+pub mod status;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use futures::{StreamExt, future::BoxFuture};
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{Event, Pod, Secret, Service},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams},
+    runtime::{WatchStreamExt, watcher},
+};
+
+use self::{
+    client::Connection,
+    manifests::JobSettings,
+    retry::{ApiError, WatchBackoff},
+};
+use super::{
+    Deleted, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, ProgressFn, Runtime, RuntimeError, ServerInfo, Urls,
+};
+use crate::{
+    gateway::Stream,
+    spec::{LabelSelector, ServerSpec},
+};
+
+/// How long `delete_mcp_server(wait_for_deletion=true)` waits for the pod to go.
+const DELETE_WAIT: Duration = Duration::from_secs(60);
+/// Secrets and Services without their Job are swept once they are this old (a younger one may
+/// belong to a create in progress).
+const ORPHAN_AGE: Duration = Duration::from_secs(120);
+/// Attempts at a fresh name when a create finds the name taken.
+const NAME_ATTEMPTS: usize = 3;
+
+/// How callers reach servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlMode {
+    /// In the cluster: `http://<job>.<ns>.svc.cluster.local:8080`.
+    ServiceDns,
+    /// Outside: through the meta server's gateway at this base URL (`http://127.0.0.1:PORT`).
+    Gateway(String),
+}
+
+pub struct KubernetesRuntime {
+    client: Client,
+    namespace: String,
+    in_cluster: bool,
+    settings: JobSettings,
+    urls: UrlMode,
+}
+
+impl KubernetesRuntime {
+    pub fn new(conn: Connection, settings: JobSettings, urls: UrlMode) -> Arc<KubernetesRuntime> {
+        let rt = Arc::new(KubernetesRuntime {
+            client: conn.client,
+            namespace: conn.namespace,
+            in_cluster: conn.in_cluster,
+            settings,
+            urls,
+        });
+        let sweeper = rt.clone();
+        tokio::spawn(async move { sweeper.sweep_orphans().await });
+        rt
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub(crate) fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn services(&self) -> Api<Service> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub(crate) fn events(&self) -> Api<Event> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn urls(&self, job: &str) -> Urls {
+        let base = match &self.urls {
+            UrlMode::ServiceDns => {
+                format!("http://{job}.{}.svc.cluster.local:{}", self.namespace, manifests::SERVER_PORT)
+            }
+            UrlMode::Gateway(base) => format!("{}/servers/{job}", base.trim_end_matches('/')),
+        };
+        Urls { mcp: format!("{base}/mcp"), sse: format!("{base}/sse") }
+    }
+
+    pub(crate) fn info(&self, job: &Job, pod: Option<&Pod>) -> ServerInfo {
+        status::server_info(job, pod, self.urls(&job.name_any()))
+    }
+
+    pub(crate) fn pod_selector(&self, job: &str) -> String {
+        selector_text(&manifests::selector(job))
+    }
+
+    /// Whether the server's bridge has a `/readyz` this process can ask.
+    pub(crate) fn can_confirm(&self, job: &Job) -> bool {
+        status::spec_annotation(job).transport == "bridge"
+    }
+
+    /// Opens a stream to the bridge port of `pod`: directly in the cluster, else port-forward.
+    pub(crate) fn pod_stream(
+        &self,
+        pod: Pod,
+    ) -> impl Fn() -> BoxFuture<'static, Result<Box<dyn Stream>, String>> + Send + 'static {
+        let pods = self.pods();
+        let in_cluster = self.in_cluster;
+        move || {
+            let pods = pods.clone();
+            let pod = pod.clone();
+            Box::pin(async move {
+                if in_cluster {
+                    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).ok_or("the pod has no IP yet")?;
+                    let s = tokio::net::TcpStream::connect((ip.as_str(), manifests::SERVER_PORT))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(Box::new(s) as Box<dyn Stream>)
+                } else {
+                    portforward::open(&pods, &pod.name_any(), manifests::SERVER_PORT).await
+                }
+            })
+        }
+    }
+
+    pub(crate) async fn get_job(&self, name: &str) -> Result<Job, RuntimeError> {
+        let jobs = self.jobs();
+        match retry::call("get job", || jobs.get(name)).await {
+            Ok(job) => Ok(job),
+            Err(e) if e.is_not_found() => Err(RuntimeError::NotFound(name.to_string())),
+            Err(e) => Err(e.into_runtime(format!("reading server `{name}`"))),
+        }
+    }
+
+    /// The pod of `job` that matters: a live one if there is one, else the newest.
+    async fn find_pod(&self, job: &str) -> Result<Option<Pod>, RuntimeError> {
+        let pods = self.pods();
+        let params = ListParams::default().labels(&self.pod_selector(job));
+        let list = retry::call("list pods", || pods.list(&params))
+            .await
+            .map_err(|e| e.into_runtime(format!("reading the pod of `{job}`")))?;
+        Ok(pick_pod(list.items))
+    }
+
+    /// Create the objects of `spec`, trying a fresh name if the name is taken.
+    async fn create_objects(&self, mut spec: ServerSpec) -> Result<Job, RuntimeError> {
+        for attempt in 1..=NAME_ATTEMPTS {
+            match self.create_once(&spec).await {
+                Err(e) if e.is_already_exists() && attempt < NAME_ATTEMPTS => {
+                    let base = spec.name.rsplit_once('-').map_or(spec.name.as_str(), |(b, _)| b).to_string();
+                    let fresh = crate::names::generate(&base);
+                    tracing::info!(taken = %spec.name, name = %fresh, "name taken in the cluster; trying another");
+                    spec.name = fresh;
+                }
+                Err(e) => return Err(e.into_runtime(format!("creating server `{}`", spec.name))),
+                Ok(job) => return Ok(job),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    async fn create_once(&self, spec: &ServerSpec) -> Result<Job, ApiError> {
+        let pp = PostParams::default();
+        let secret = manifests::secret(spec);
+        // The Secret first: the pod cannot start without it.
+        if let Some(secret) = &secret {
+            let secrets = self.secrets();
+            retry::call("create secret", || secrets.create(&pp, secret)).await?;
+        }
+        let job_manifest = manifests::job(spec, &self.settings);
+        let jobs = self.jobs();
+        let job = match retry::call("create job", || jobs.create(&pp, &job_manifest)).await {
+            Ok(job) => job,
+            Err(e) => {
+                if secret.is_some() {
+                    self.delete_quietly(&self.secrets(), &manifests::secret_name(&spec.name)).await;
+                }
+                return Err(e);
+            }
+        };
+        let owner = manifests::owned_by(&spec.name, job.metadata.uid.as_deref().unwrap_or_default());
+        let service = manifests::service(spec, &self.settings, owner.clone());
+        let services = self.services();
+        let mut rest = retry::call("create service", || services.create(&pp, &service)).await.map(|_| ());
+        if rest.is_ok() && secret.is_some() {
+            let secrets = self.secrets();
+            let patch = Patch::Merge(serde_json::json!({"metadata": {"ownerReferences": [owner]}}));
+            let name = manifests::secret_name(&spec.name);
+            let params = PatchParams::default();
+            rest = retry::call("patch secret", || secrets.patch(&name, &params, &patch)).await.map(|_| ());
+        }
+        if let Err(e) = rest {
+            // Half a server is worse than none.
+            let _ = self.remove(&spec.name).await;
+            return Err(e);
+        }
+        Ok(job)
+    }
+
+    async fn delete_quietly<K>(&self, api: &Api<K>, name: &str)
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let background = DeleteParams::background();
+        if let Err(e) = retry::call("delete", || api.delete(name, &background)).await
+            && !e.is_not_found()
+        {
+            tracing::warn!(object = name, error = %e, "could not delete");
+        }
+    }
+
+    /// Delete the Job (its pods, Service and Secret go with it) and, in case the garbage
+    /// collector is slow or the owner was never set, the Service and Secret by name.
+    /// Returns what existed.
+    async fn remove(&self, name: &str) -> Result<Vec<String>, ApiError> {
+        let mut removed = Vec::new();
+        let background = DeleteParams::background();
+        let jobs = self.jobs();
+        match retry::call("delete job", || jobs.delete(name, &background)).await {
+            Ok(_) => removed.push(format!("job/{name} (its pods with it)")),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let services = self.services();
+        match retry::call("delete service", || services.delete(name, &background)).await {
+            Ok(_) => removed.push(format!("service/{name}")),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let secret = manifests::secret_name(name);
+        let secrets = self.secrets();
+        match retry::call("delete secret", || secrets.delete(&secret, &background)).await {
+            Ok(_) => removed.push(format!("secret/{secret}")),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        Ok(removed)
+    }
+
+    /// Wait, on a watch, until no pod of `name` is left.
+    async fn pods_gone(&self, name: &str) -> bool {
+        let mut live = std::collections::BTreeSet::new();
+        let mut listed = false;
+        let stream = watcher(self.pods(), watcher::Config::default().labels(&self.pod_selector(name)))
+            .backoff(WatchBackoff::default());
+        let wait = async {
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::Init) => {
+                        live.clear();
+                        listed = false;
+                    }
+                    Ok(watcher::Event::InitApply(p) | watcher::Event::Apply(p)) => {
+                        live.insert(p.name_any());
+                    }
+                    Ok(watcher::Event::InitDone) => listed = true,
+                    Ok(watcher::Event::Delete(p)) => {
+                        live.remove(&p.name_any());
+                    }
+                    Err(e) => tracing::debug!(server = name, error = %e, "watch error while deleting"),
+                }
+                if listed && live.is_empty() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(DELETE_WAIT, wait).await.is_ok()
+    }
+
+    /// Delete Secrets and Services whose Job is gone: what a crash between two creates leaves.
+    async fn sweep_orphans(&self) {
+        let managed = ListParams::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+        let jobs = self.jobs();
+        let Ok(jobs) = retry::call("list jobs", || jobs.list(&managed)).await else { return };
+        let alive: std::collections::BTreeSet<String> = jobs.items.iter().map(|j| j.name_any()).collect();
+        let old = |meta: &kube::api::ObjectMeta| {
+            let instance = meta.labels.as_ref().and_then(|l| l.get(LABEL_INSTANCE));
+            let created = meta.creation_timestamp.as_ref().map(|t| std::time::SystemTime::from(t.0));
+            let aged = created.and_then(|c| c.elapsed().ok()).is_some_and(|age| age > ORPHAN_AGE);
+            instance.is_some_and(|i| !alive.contains(i)) && aged
+        };
+        let secrets = self.secrets();
+        if let Ok(list) = retry::call("list secrets", || secrets.list(&managed)).await {
+            for s in list.items.iter().filter(|s| old(&s.metadata)) {
+                tracing::info!(secret = %s.name_any(), "deleting a Secret whose server is gone");
+                self.delete_quietly(&secrets, &s.name_any()).await;
+            }
+        }
+        let services = self.services();
+        if let Ok(list) = retry::call("list services", || services.list(&managed)).await {
+            for s in list.items.iter().filter(|s| old(&s.metadata)) {
+                tracing::info!(service = %s.name_any(), "deleting a Service whose server is gone");
+                self.delete_quietly(&services, &s.name_any()).await;
+            }
+        }
+    }
+}
+
+/// `k=v,k2=v2`
+fn selector_text(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// A live pod if there is one, else the newest.
+fn pick_pod(mut pods: Vec<Pod>) -> Option<Pod> {
+    pods.sort_by_key(|p| (p.metadata.deletion_timestamp.is_none(), p.metadata.creation_timestamp.clone().map(|t| t.0)));
+    pods.pop()
+}
+
+impl Runtime for KubernetesRuntime {
+    fn kind(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn namespace(&self) -> Option<String> {
+        Some(self.namespace.clone())
+    }
+
+    fn create(&self, spec: ServerSpec) -> BoxFuture<'_, Result<ServerInfo, RuntimeError>> {
+        Box::pin(async move {
+            let job = self.create_objects(spec).await?;
+            tracing::info!(server = %job.name_any(), namespace = %self.namespace, "job created");
+            Ok(self.info(&job, None))
+        })
+    }
+
+    fn wait_ready<'a>(
+        &'a self,
+        name: &'a str,
+        timeout: Duration,
+        progress: Option<ProgressFn>,
+    ) -> BoxFuture<'a, Result<ServerInfo, RuntimeError>> {
+        Box::pin(readiness::wait_ready(self, name, timeout, progress))
+    }
+
+    fn status<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<ServerInfo, RuntimeError>> {
+        Box::pin(async move {
+            let job = self.get_job(name).await?;
+            let pod = self.find_pod(name).await?;
+            let mut info = self.info(&job, pod.as_ref());
+            if info.phase == super::Phase::Failed
+                && let Some(pod) = &pod
+            {
+                let tail = self.logs_of(pod, 20).await.unwrap_or_default();
+                info.log_tail = Some(tail);
+            }
+            Ok(info)
+        })
+    }
+
+    fn list<'a>(&'a self, selector: &'a LabelSelector) -> BoxFuture<'a, Result<Vec<ServerInfo>, RuntimeError>> {
+        Box::pin(async move {
+            let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
+            let user = selector.to_query();
+            let labels = if user.is_empty() { managed.clone() } else { format!("{managed},{user}") };
+            let (jobs, pods) = (self.jobs(), self.pods());
+            let (job_params, pod_params) =
+                (ListParams::default().labels(&labels), ListParams::default().labels(&managed));
+            let (jobs, pods) = futures::join!(
+                retry::call("list jobs", || jobs.list(&job_params)),
+                retry::call("list pods", || pods.list(&pod_params))
+            );
+            let jobs = jobs.map_err(|e| e.into_runtime("listing servers"))?.items;
+            let pods = pods.map_err(|e| e.into_runtime("listing servers"))?.items;
+            let mut by_job: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
+            for pod in pods {
+                if let Some(instance) = pod.labels().get(LABEL_INSTANCE).cloned() {
+                    by_job.entry(instance).or_default().push(pod);
+                }
+            }
+            let mut infos: Vec<ServerInfo> = jobs
+                .iter()
+                .map(|job| {
+                    let pod = by_job.remove(&job.name_any()).and_then(pick_pod);
+                    self.info(job, pod.as_ref())
+                })
+                .collect();
+            infos.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.job_name.cmp(&b.job_name)));
+            Ok(infos)
+        })
+    }
+
+    fn delete<'a>(&'a self, name: &'a str, wait: bool) -> BoxFuture<'a, Result<Deleted, RuntimeError>> {
+        Box::pin(async move {
+            let removed = self.remove(name).await.map_err(|e| e.into_runtime(format!("deleting `{name}`")))?;
+            let already_gone = removed.is_empty();
+            let phase = if already_gone || (wait && self.pods_gone(name).await) { "Deleted" } else { "Terminating" };
+            tracing::info!(server = name, phase, "deleted");
+            Ok(Deleted { job_name: name.to_string(), phase: phase.into(), removed, already_gone })
+        })
+    }
+
+    fn logs<'a>(&'a self, name: &'a str, tail: usize) -> BoxFuture<'a, Result<Vec<String>, RuntimeError>> {
+        Box::pin(async move {
+            self.get_job(name).await?;
+            let pod = self.find_pod(name).await?.ok_or_else(|| {
+                RuntimeError::Unsupported(format!(
+                    "server `{name}` has no pod yet, so there are no logs; get_mcp_server_status shows why"
+                ))
+            })?;
+            self.logs_of(&pod, tail).await
+        })
+    }
+
+    /// Servers live in the cluster and end with their TTL; nothing here must stop them.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+impl KubernetesRuntime {
+    async fn logs_of(&self, pod: &Pod, tail: usize) -> Result<Vec<String>, RuntimeError> {
+        let params = LogParams {
+            container: Some(manifests::CONTAINER.into()),
+            tail_lines: Some(tail.max(1) as i64),
+            ..Default::default()
+        };
+        let pods = self.pods();
+        let name = pod.name_any();
+        let text = retry::call("read logs", || pods.logs(&name, &params))
+            .await
+            .map_err(|e| e.into_runtime(format!("reading the logs of pod `{name}`")))?;
+        Ok(text.lines().map(str::to_string).collect())
+    }
+}

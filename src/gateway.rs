@@ -1,0 +1,243 @@
+//! The gateway: `/servers/{job_name}/…` on the meta server's own address, proxied to the
+//! server's bridge. Out of cluster, pods are not reachable directly, so a [`Dialer`] opens a
+//! byte stream to the pod (through the API server's port-forward) and one HTTP/1.1 exchange
+//! runs over it. Responses stream through as they come, so SSE works.
+//!
+//! The logic here is only routing and header hygiene; how bytes reach the pod is the dialer's.
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Path, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+    routing::any,
+};
+use futures::future::BoxFuture;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A byte stream to a server's MCP port.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// Why the gateway could not reach a server.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no MCP server named `{0}` here; list_mcp_servers shows the servers there are")]
+    NotFound(String),
+    #[error(
+        "server `{job}` has no running pod yet ({why}); wait_for_ready or get_mcp_server_status tells when it is up"
+    )]
+    NotRunning { job: String, why: String },
+    #[error("cannot open a tunnel to server `{job}`: {why}")]
+    Tunnel { job: String, why: String },
+}
+
+impl GatewayError {
+    fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::NotRunning { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Tunnel { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// Opens a byte stream to the MCP port of server `job`.
+pub trait Dialer: Send + Sync + 'static {
+    fn dial<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<Box<dyn Stream>, GatewayError>>;
+}
+
+/// `/servers/{job_name}/{path}` for every method.
+pub fn router(dialer: Arc<dyn Dialer>) -> Router {
+    Router::new().route("/servers/{job}/{*rest}", any(proxy)).with_state(dialer)
+}
+
+/// The URL path and query the server sees for a gateway request, or `None` for a name that
+/// cannot be a server (so nothing is dialed for it).
+pub fn upstream_uri(job: &str, rest: &str, query: Option<&str>) -> Option<Uri> {
+    if !crate::names::is_rfc1123_label(job) || rest.split('/').any(|seg| seg == "..") {
+        return None;
+    }
+    let text = match query {
+        Some(q) => format!("/{rest}?{q}"),
+        None => format!("/{rest}"),
+    };
+    text.parse().ok()
+}
+
+/// Headers that belong to one hop (RFC 9110 §7.6.1) or to the gateway (the meta server's bearer
+/// token must not reach a spawned server).
+fn strip(headers: &mut HeaderMap) {
+    let listed: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    for name in listed {
+        headers.remove(name.as_str());
+    }
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+}
+
+async fn proxy(
+    State(dialer): State<Arc<dyn Dialer>>,
+    Path((job, rest)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let Some(uri) = upstream_uri(&job, &rest, req.uri().query()) else {
+        return error(StatusCode::NOT_FOUND, format!("`{job}` is not a server name"));
+    };
+    let io = match dialer.dial(&job).await {
+        Ok(io) => io,
+        Err(e) => {
+            tracing::debug!(server = %job, error = %e, "gateway cannot reach the server");
+            return error(e.status(), e.to_string());
+        }
+    };
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
+        Ok(pair) => pair,
+        Err(e) => return error(StatusCode::BAD_GATEWAY, format!("server `{job}`: HTTP handshake failed: {e}")),
+    };
+    let name = job.clone();
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(server = %name, error = %e, "gateway connection ended");
+        }
+    });
+    let (mut parts, body) = req.into_parts();
+    parts.uri = uri;
+    strip(&mut parts.headers);
+    parts.headers.insert(header::HOST, HeaderValue::from_static("localhost"));
+    match sender.send_request(Request::from_parts(parts, body)).await {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            strip(&mut parts.headers);
+            Response::from_parts(parts, Body::new(body))
+        }
+        Err(e) => error(StatusCode::BAD_GATEWAY, format!("server `{job}` did not answer: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, net::SocketAddr};
+
+    use axum::routing::{get, post};
+    use futures::StreamExt;
+
+    use super::*;
+
+    /// Dials local TCP listeners by job name, in place of a port-forward.
+    struct Local(HashMap<String, SocketAddr>);
+
+    impl Dialer for Local {
+        fn dial<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<Box<dyn Stream>, GatewayError>> {
+            Box::pin(async move {
+                let addr = self.0.get(job).ok_or_else(|| GatewayError::NotFound(job.to_string()))?;
+                let s = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| GatewayError::Tunnel { job: job.to_string(), why: e.to_string() })?;
+                Ok(Box::new(s) as Box<dyn Stream>)
+            })
+        }
+    }
+
+    async fn serve(app: Router) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    #[test]
+    fn paths_map_to_the_servers_own_paths() {
+        assert_eq!(upstream_uri("time-ab12cd34", "mcp", None).unwrap(), "/mcp");
+        assert_eq!(upstream_uri("time-ab12cd34", "messages", Some("sessionId=x1")).unwrap(), "/messages?sessionId=x1");
+        assert!(upstream_uri("Not_A_Name", "mcp", None).is_none());
+        assert!(upstream_uri("time-ab12cd34", "a/../../etc", None).is_none());
+    }
+
+    #[test]
+    fn the_bearer_token_and_hop_headers_stay_here() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("mcp-session-id", HeaderValue::from_static("abc"));
+        strip(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("mcp-session-id"));
+    }
+
+    #[tokio::test]
+    async fn requests_bodies_and_streams_pass_through() {
+        let upstream = Router::new()
+            .route(
+                "/mcp",
+                post(|headers: HeaderMap, uri: Uri, body: String| async move {
+                    let auth = headers.contains_key(header::AUTHORIZATION);
+                    let session = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    ([("mcp-session-id", "s-1")], format!("{uri} {session} auth={auth} {body}"))
+                }),
+            )
+            .route(
+                "/sse",
+                get(|| async {
+                    let events =
+                        futures::stream::iter(["event: endpoint\ndata: messages?sessionId=1\n\n", "data: two\n\n"])
+                            .then(|e| async move {
+                                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                                Ok::<_, std::convert::Infallible>(e)
+                            });
+                    ([(header::CONTENT_TYPE, "text/event-stream")], Body::from_stream(events))
+                }),
+            );
+        let up = serve(upstream).await;
+        let dialer: Arc<dyn Dialer> = Arc::new(Local(HashMap::from([("time-ab12cd34".to_string(), up)])));
+        let gw = serve(router(dialer)).await;
+        let client = reqwest::Client::new();
+        let resp = client
+            .post(format!("http://{gw}/servers/time-ab12cd34/mcp?x=1"))
+            .header("authorization", "Bearer meta-token")
+            .header("mcp-session-id", "abc")
+            .body("{\"jsonrpc\":\"2.0\"}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["mcp-session-id"], "s-1");
+        assert_eq!(resp.text().await.unwrap(), "/mcp?x=1 abc auth=false {\"jsonrpc\":\"2.0\"}");
+
+        let sse = client.get(format!("http://{gw}/servers/time-ab12cd34/sse")).send().await.unwrap();
+        assert_eq!(sse.headers()[header::CONTENT_TYPE], "text/event-stream");
+        let mut chunks = sse.bytes_stream();
+        let first = chunks.next().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("messages?sessionId=1"), "first event arrives on its own");
+
+        let missing = client.post(format!("http://{gw}/servers/nope-00000000/mcp")).send().await.unwrap();
+        assert_eq!(missing.status(), 404);
+        assert!(missing.text().await.unwrap().contains("list_mcp_servers"));
+        let bad = client.post(format!("http://{gw}/servers/..%2F/mcp")).send().await.unwrap();
+        assert_eq!(bad.status(), 404);
+    }
+}

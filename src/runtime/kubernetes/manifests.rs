@@ -1,0 +1,472 @@
+//! The objects a server is made of, as pure functions of its spec: a Job, a Service and (for
+//! `secret_env`) a Secret. Nothing here talks to the API, so the exact objects are
+//! snapshot-tested.
+//!
+//! Everything the meta server needs to know about a server later lives on its Job (labels and
+//! annotations): a restarted meta server lists and manages the servers of its predecessors.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    ByteString,
+    api::{
+        batch::v1::{Job, JobSpec},
+        core::v1::{
+            Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, HTTPGetAction,
+            PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+            SecretEnvSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+        },
+    },
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{ObjectMeta, OwnerReference},
+        util::intstr::IntOrString,
+    },
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    runtime::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, rfc3339, standard_labels},
+    spec::{ImageTransport, Resources, ServerSpec, Source},
+};
+
+/// The port every server listens on inside its pod, and its Service's port.
+pub const SERVER_PORT: u16 = 8080;
+/// The server's container.
+pub const CONTAINER: &str = "mcp";
+/// Where the bridge binary is copied for `image` servers that speak stdio.
+const BRIDGE_DIR: &str = "/mcp-ephemeral";
+/// Unix user and group the containers run as (matches the Dockerfile's user).
+const RUN_AS: i64 = 10001;
+
+pub const ANNOTATION_CREATED: &str = "mcp-ephemeral.dev/created-at";
+pub const ANNOTATION_EXPIRES: &str = "mcp-ephemeral.dev/expires-at";
+/// The spec without secret values ([`SpecAnnotation`]).
+pub const ANNOTATION_SPEC: &str = "mcp-ephemeral.dev/spec";
+
+/// Settings that are the same for every server of a runtime.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// Image of preset and `runtime_exec` servers: this project's image (it has the bridge,
+    /// `uvx` and `npx`).
+    pub server_image: String,
+    /// How `image` servers speak MCP unless the request says.
+    pub image_transport: ImageTransport,
+    /// The port `http` images listen on unless the request says.
+    pub image_port: u16,
+    /// Defaults for unset resource fields.
+    pub resources: Resources,
+    /// How long a finished Job (and its logs) stays for inspection before Kubernetes deletes it.
+    pub keep_finished_secs: i32,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            server_image: format!("ghcr.io/mcp-ephemeral/mcp-ephemeral:{}", env!("CARGO_PKG_VERSION")),
+            image_transport: ImageTransport::Stdio,
+            image_port: SERVER_PORT,
+            resources: Resources {
+                cpu_request: Some("50m".into()),
+                cpu_limit: Some("1".into()),
+                memory_request: Some("64Mi".into()),
+                memory_limit: Some("512Mi".into()),
+            },
+            keep_finished_secs: 300,
+        }
+    }
+}
+
+/// What the `mcp-ephemeral.dev/spec` annotation holds: enough to describe the server after a
+/// restart, and no secret value (only the names of secret variables).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecAnnotation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env_names: Vec<String>,
+    #[serde(default)]
+    pub secret_env_names: Vec<String>,
+    /// The container's `/mcp` and `/sse` answer on this port.
+    pub port: u16,
+    /// `bridge` when the bridge runs in the pod (it has `/readyz`), `http` for an HTTP image.
+    pub transport: String,
+}
+
+/// The Secret's name for a server.
+pub fn secret_name(job: &str) -> String {
+    format!("{job}-env")
+}
+
+/// Where the server's MCP endpoints answer in its pod, and whether its bridge has `/readyz`.
+pub fn endpoint(spec: &ServerSpec, settings: &JobSettings) -> (u16, ImageTransport) {
+    match &spec.source {
+        Source::Command { .. } => (SERVER_PORT, ImageTransport::Stdio),
+        Source::Image { transport, port, .. } => {
+            let transport = transport.unwrap_or(settings.image_transport);
+            match transport {
+                ImageTransport::Stdio => (SERVER_PORT, transport),
+                ImageTransport::Http => (port.unwrap_or(settings.image_port), transport),
+            }
+        }
+    }
+}
+
+fn meta(name: String, spec: &ServerSpec) -> ObjectMeta {
+    ObjectMeta { name: Some(name), labels: Some(standard_labels(spec)), ..Default::default() }
+}
+
+/// The labels that pick a server's pods (also the Service selector).
+pub fn selector(job: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (LABEL_INSTANCE.to_string(), job.to_string()),
+    ])
+}
+
+fn quantities(pairs: [(&str, &Option<String>); 2]) -> Option<BTreeMap<String, Quantity>> {
+    let map: BTreeMap<_, _> =
+        pairs.into_iter().filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), Quantity(v)))).collect();
+    (!map.is_empty()).then_some(map)
+}
+
+fn resources(r: &Resources) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: quantities([("cpu", &r.cpu_request), ("memory", &r.memory_request)]),
+        limits: quantities([("cpu", &r.cpu_limit), ("memory", &r.memory_limit)]),
+        ..Default::default()
+    }
+}
+
+/// The restricted Pod Security Standard, for every container we run.
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+fn bridge_argv(program: &str, command: &[String]) -> Vec<String> {
+    let listen = format!("0.0.0.0:{SERVER_PORT}");
+    [program, "bridge", "--listen", &listen, "--"]
+        .into_iter()
+        .map(String::from)
+        .chain(command.iter().cloned())
+        .collect()
+}
+
+fn volume(name: &str) -> Volume {
+    Volume { name: name.into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), ..Default::default() }
+}
+
+/// The Job that runs `spec`.
+///
+/// The probe has no initial delay and a 1 s period, so the kubelet marks the pod Ready within a
+/// second of the child answering `initialize` (the meta server may notice sooner on its own).
+pub fn job(spec: &ServerSpec, settings: &JobSettings) -> Job {
+    let (port, transport) = endpoint(spec, settings);
+    let mut volumes = vec![volume("tmp")];
+    let mut mounts = vec![mount("tmp", "/tmp")];
+    let mut init_containers = None;
+    let (image, command, args, probe) = match &spec.source {
+        Source::Command { argv } => {
+            let image = spec.command_image.clone().unwrap_or_else(|| settings.server_image.clone());
+            (image, Some(vec!["mcp-ephemeral".to_string()]), bridge_argv("mcp-ephemeral", argv)[1..].to_vec(), true)
+        }
+        Source::Image { image, args, .. } if transport == ImageTransport::Stdio => {
+            // The image has no bridge: an init container copies ours into a shared volume.
+            volumes.push(volume("bridge"));
+            mounts.push(VolumeMount { read_only: Some(true), ..mount("bridge", BRIDGE_DIR) });
+            init_containers = Some(vec![Container {
+                name: "bridge".into(),
+                image: Some(settings.server_image.clone()),
+                command: Some(vec!["cp".into(), "/usr/local/bin/mcp-ephemeral".into(), format!("{BRIDGE_DIR}/")]),
+                volume_mounts: Some(vec![mount("bridge", BRIDGE_DIR)]),
+                security_context: Some(container_security()),
+                resources: Some(resources(&settings.resources)),
+                ..Default::default()
+            }]);
+            let program = format!("{BRIDGE_DIR}/mcp-ephemeral");
+            let argv = bridge_argv(&program, args);
+            (image.clone(), Some(vec![program]), argv[1..].to_vec(), true)
+        }
+        // An HTTP image runs with its own entrypoint; the request's args are its arguments.
+        Source::Image { image, args, .. } => (image.clone(), None, args.clone(), false),
+    };
+    let readiness = if probe {
+        Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/readyz".into()),
+                port: IntOrString::Int(port.into()),
+                ..Default::default()
+            }),
+            ..probe_timing()
+        }
+    } else {
+        Probe {
+            tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(port.into()), ..Default::default() }),
+            ..probe_timing()
+        }
+    };
+    let env: Vec<EnvVar> = spec
+        .env
+        .iter()
+        .map(|(k, v)| EnvVar { name: k.clone(), value: Some(v.clone()), ..Default::default() })
+        .collect();
+    let env_from = (!spec.secret_env.is_empty()).then(|| {
+        vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource { name: secret_name(&spec.name), optional: Some(false) }),
+            ..Default::default()
+        }]
+    });
+    let container = Container {
+        name: CONTAINER.into(),
+        image: Some(image),
+        command,
+        args: Some(args).filter(|a| !a.is_empty()),
+        env: Some(env).filter(|e| !e.is_empty()),
+        env_from,
+        ports: Some(vec![ContainerPort {
+            name: Some("mcp".into()),
+            container_port: port.into(),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(readiness),
+        resources: Some(resources(&spec.resources.or(&settings.resources))),
+        security_context: Some(container_security()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    let annotation = SpecAnnotation {
+        preset: spec.preset.clone(),
+        command: spec.command_line(),
+        env_names: spec.env.keys().cloned().collect(),
+        secret_env_names: spec.secret_env.keys().cloned().collect(),
+        port,
+        transport: match transport {
+            ImageTransport::Stdio => "bridge".into(),
+            ImageTransport::Http => "http".into(),
+        },
+    };
+    let annotations = BTreeMap::from([
+        (ANNOTATION_CREATED.to_string(), rfc3339(spec.created_at)),
+        (ANNOTATION_EXPIRES.to_string(), rfc3339(spec.expires_at)),
+        (ANNOTATION_SPEC.to_string(), serde_json::to_string(&annotation).unwrap_or_default()),
+    ]);
+    let mut pod_meta = meta(spec.name.clone(), spec);
+    pod_meta.name = None;
+    Job {
+        metadata: ObjectMeta { annotations: Some(annotations), ..meta(spec.name.clone(), spec) },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(spec.ttl.as_secs().max(1) as i64),
+            ttl_seconds_after_finished: Some(settings.keep_finished_secs),
+            template: PodTemplateSpec {
+                metadata: Some(pod_meta),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    automount_service_account_token: Some(spec.needs_kube_api),
+                    enable_service_links: Some(false),
+                    termination_grace_period_seconds: Some(5),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS),
+                        run_as_group: Some(RUN_AS),
+                        fs_group: Some(RUN_AS),
+                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+                        ..Default::default()
+                    }),
+                    init_containers,
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn probe_timing() -> Probe {
+    Probe {
+        initial_delay_seconds: Some(0),
+        period_seconds: Some(1),
+        timeout_seconds: Some(1),
+        success_threshold: Some(1),
+        failure_threshold: Some(3),
+        ..Default::default()
+    }
+}
+
+/// Makes `job` the owner: deleting the Job deletes the object.
+pub fn owned_by(job_name: &str, job_uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name: job_name.into(),
+        uid: job_uid.into(),
+        controller: Some(true),
+        // Not blockOwnerDeletion: it would need `update` on jobs/finalizers.
+        block_owner_deletion: None,
+    }
+}
+
+/// The ClusterIP Service in front of the server's pod, owned by its Job.
+pub fn service(spec: &ServerSpec, settings: &JobSettings, owner: OwnerReference) -> Service {
+    let (port, _) = endpoint(spec, settings);
+    Service {
+        metadata: ObjectMeta { owner_references: Some(vec![owner]), ..meta(spec.name.clone(), spec) },
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector(&spec.name)),
+            ports: Some(vec![ServicePort {
+                name: Some("mcp".into()),
+                port: SERVER_PORT.into(),
+                target_port: Some(IntOrString::Int(port.into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The Secret holding `secret_env`, if there is any. It is created before its Job (the pod
+/// needs it to start) and given the Job as owner right after.
+pub fn secret(spec: &ServerSpec) -> Option<Secret> {
+    if spec.secret_env.is_empty() {
+        return None;
+    }
+    let data = spec.secret_env.iter().map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes()))).collect();
+    Some(Secret {
+        metadata: meta(secret_name(&spec.name), spec),
+        type_: Some("Opaque".into()),
+        immutable: Some(true),
+        data: Some(data),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    fn spec(source: Source) -> ServerSpec {
+        let created_at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        ServerSpec {
+            name: "time-abcd1234".into(),
+            preset: Some("time".into()),
+            source,
+            env: BTreeMap::from([("TZ".into(), "UTC".into())]),
+            secret_env: BTreeMap::from([("API_KEY".into(), "s3cr3t-value".into())]),
+            labels: BTreeMap::from([("team".into(), "blue".into())]),
+            ttl: Duration::from_secs(600),
+            created_at,
+            expires_at: created_at + Duration::from_secs(600),
+            needs_kube_api: false,
+            resources: Resources { memory_limit: Some("256Mi".into()), ..Default::default() },
+            command_image: None,
+        }
+    }
+
+    fn preset_spec() -> ServerSpec {
+        spec(Source::Command {
+            argv: vec!["uvx".into(), "mcp-server-time".into(), "--local-timezone".into(), "UTC".into()],
+        })
+    }
+
+    fn yaml<T: Serialize>(v: &T) -> String {
+        serde_saphyr::to_string(v).expect("yaml")
+    }
+
+    #[test]
+    fn preset_server_job_runs_the_bridge_with_separate_argv_items() {
+        insta::assert_snapshot!(yaml(&job(&preset_spec(), &JobSettings::default())));
+    }
+
+    #[test]
+    fn stdio_image_gets_the_bridge_from_an_init_container() {
+        let s = spec(Source::Image {
+            image: "example.com/weather:1".into(),
+            args: vec!["node".into(), "dist/index.js".into()],
+            transport: None,
+            port: None,
+        });
+        insta::assert_snapshot!(yaml(&job(&s, &JobSettings::default())));
+    }
+
+    #[test]
+    fn http_image_runs_its_own_entrypoint_on_its_port() {
+        let s = spec(Source::Image {
+            image: "example.com/weather:1".into(),
+            args: vec!["--verbose".into()],
+            transport: Some(ImageTransport::Http),
+            port: Some(3000),
+        });
+        let job = job(&s, &JobSettings::default());
+        let c = &job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(c.command, None);
+        assert_eq!(c.args.as_deref(), Some(&["--verbose".to_string()][..]));
+        let probe = c.readiness_probe.as_ref().unwrap();
+        assert_eq!(probe.tcp_socket.as_ref().unwrap().port, IntOrString::Int(3000));
+        let svc = service(&s, &JobSettings::default(), owned_by("time-abcd1234", "uid-1"));
+        assert_eq!(svc.spec.unwrap().ports.unwrap()[0].target_port, Some(IntOrString::Int(3000)));
+    }
+
+    #[test]
+    fn service_is_owned_by_the_job_and_selects_its_pod() {
+        insta::assert_snapshot!(yaml(&service(
+            &preset_spec(),
+            &JobSettings::default(),
+            owned_by("time-abcd1234", "uid-1")
+        )));
+    }
+
+    #[test]
+    fn secret_holds_the_values_and_the_job_only_their_names() {
+        let s = preset_spec();
+        insta::assert_snapshot!(yaml(&secret(&s).expect("secret")));
+        let job_text = yaml(&job(&s, &JobSettings::default()));
+        assert!(!job_text.contains("s3cr3t-value"), "a secret value leaked into the Job");
+        assert!(job_text.contains("API_KEY"));
+        let mut no_secrets = s.clone();
+        no_secrets.secret_env.clear();
+        assert!(secret(&no_secrets).is_none());
+        assert!(!yaml(&job(&no_secrets, &JobSettings::default())).contains("envFrom"));
+    }
+
+    #[test]
+    fn servers_that_need_the_api_get_a_token_and_others_do_not() {
+        let mut s = preset_spec();
+        let pod = |s: &ServerSpec| job(s, &JobSettings::default()).spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod(&s).automount_service_account_token, Some(false));
+        s.needs_kube_api = true;
+        assert_eq!(pod(&s).automount_service_account_token, Some(true));
+    }
+
+    #[test]
+    fn the_spec_annotation_round_trips() {
+        let job = job(&preset_spec(), &JobSettings::default());
+        let text = &job.metadata.annotations.as_ref().unwrap()[ANNOTATION_SPEC];
+        let back: SpecAnnotation = serde_json::from_str(text).unwrap();
+        assert_eq!(back.command, ["uvx", "mcp-server-time", "--local-timezone", "UTC"]);
+        assert_eq!(back.secret_env_names, ["API_KEY"]);
+        assert_eq!(back.transport, "bridge");
+    }
+}

@@ -1,0 +1,69 @@
+//! Reaching a server's pod from outside the cluster: a [`Dialer`] for the gateway that finds
+//! the Job's running pod and opens a port-forward stream to its MCP port through the API
+//! server (`pods/portforward`, a websocket). One stream per HTTP exchange keeps it simple: a
+//! stream that breaks affects one request only.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, Client, ResourceExt, api::ListParams};
+
+use super::{manifests, retry};
+use crate::gateway::{Dialer, GatewayError, Stream};
+
+pub struct PodDialer {
+    pods: Api<Pod>,
+}
+
+impl PodDialer {
+    pub fn new(client: Client, namespace: &str) -> PodDialer {
+        PodDialer { pods: Api::namespaced(client, namespace) }
+    }
+
+    /// The running pod of `job` and the port its server listens on.
+    async fn target(&self, job: &str) -> Result<(String, u16), GatewayError> {
+        let labels = manifests::selector(job).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let params = ListParams::default().labels(&labels);
+        let pods = retry::call("list pods", || self.pods.list(&params))
+            .await
+            .map_err(|e| GatewayError::Tunnel { job: job.to_string(), why: e.to_string() })?
+            .items;
+        if pods.is_empty() {
+            return Err(GatewayError::NotFound(job.to_string()));
+        }
+        let pod = pods
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .ok_or_else(|| GatewayError::NotRunning { job: job.to_string(), why: "its pod is not running".into() })?;
+        let port = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == manifests::CONTAINER))
+            .and_then(|c| c.ports.as_ref()?.first())
+            .map(|p| p.container_port as u16)
+            .unwrap_or(manifests::SERVER_PORT);
+        Ok((pod.name_any(), port))
+    }
+}
+
+impl Dialer for PodDialer {
+    fn dial<'a>(&'a self, job: &'a str) -> futures::future::BoxFuture<'a, Result<Box<dyn Stream>, GatewayError>> {
+        Box::pin(async move {
+            let (pod, port) = self.target(job).await?;
+            open(&self.pods, &pod, port).await.map_err(|why| GatewayError::Tunnel { job: job.to_string(), why })
+        })
+    }
+}
+
+/// A port-forward stream to `port` of `pod`.
+pub async fn open(pods: &Api<Pod>, pod: &str, port: u16) -> Result<Box<dyn Stream>, String> {
+    let mut forwarder = retry::once(pods.portforward(pod, &[port])).await.map_err(|e| e.to_string())?;
+    let stream = forwarder.take_stream(port).ok_or_else(|| format!("port {port} was not forwarded"))?;
+    let name = pod.to_string();
+    // The forwarder's task ends when the stream is dropped.
+    tokio::spawn(async move {
+        if let Err(e) = forwarder.join().await {
+            tracing::debug!(pod = %name, error = %e, "port-forward ended");
+        }
+    });
+    Ok(Box::new(stream))
+}

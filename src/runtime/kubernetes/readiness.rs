@@ -1,0 +1,261 @@
+//! Waiting for a server to become Ready, by watching its Pod and Job (never by sleep-polling the
+//! API): it returns as soon as the pod is Ready, and fails as soon as the pod shows a reason it
+//! never will be (image pull errors, a crash, a bad config, no node), with the pod's events and
+//! its last output in the message.
+//!
+//! The kubelet probes `/readyz` once a second; to save up to that second, once the container
+//! runs the meta server asks `/readyz` itself (pod IP in cluster, port-forward outside).
+
+use std::{pin::Pin, time::Duration};
+
+use futures::{FutureExt, StreamExt, future::BoxFuture, stream::BoxStream};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{Event, Pod},
+};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, LogParams},
+    runtime::{WatchStreamExt, watcher},
+};
+
+use super::{
+    KubernetesRuntime, manifests,
+    retry::{self, WatchBackoff},
+    status::{self, PodState},
+};
+use crate::{
+    gateway::Stream,
+    runtime::{Phase, ProgressFn, ProgressStep, RuntimeError, ServerInfo},
+};
+
+/// Consecutive watch errors before the API server is declared unusable (about 5 s of backoff).
+const MAX_WATCH_ERRORS: u32 = 7;
+/// Events and log lines quoted in a failure.
+const EVENTS_SHOWN: usize = 5;
+const LOG_LINES_SHOWN: i64 = 20;
+
+/// A watch event of the server's Pod or Job (the Job boxed: it is the bigger one).
+#[allow(clippy::large_enum_variant)]
+enum Update {
+    Pod(watcher::Result<watcher::Event<Pod>>),
+    Job(Box<watcher::Result<watcher::Event<Job>>>),
+}
+
+/// Wait for `name` to become Ready.
+pub async fn wait_ready(
+    rt: &KubernetesRuntime,
+    name: &str,
+    timeout: Duration,
+    progress: Option<ProgressFn>,
+) -> Result<ServerInfo, RuntimeError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut job = rt.get_job(name).await?;
+    if let Some((reason, message)) = status::job_failure(&job) {
+        return Err(RuntimeError::Failed { name: name.to_string(), reason, message });
+    }
+    let selector = rt.pod_selector(name);
+    let pods: BoxStream<'static, Update> = watcher(rt.pods(), watcher::Config::default().labels(&selector))
+        .backoff(WatchBackoff::default())
+        .map(Update::Pod)
+        .boxed();
+    let jobs: BoxStream<'static, Update> =
+        watcher(rt.jobs(), watcher::Config::default().fields(&format!("metadata.name={name}")))
+            .backoff(WatchBackoff::default())
+            .map(|e| Update::Job(Box::new(e)))
+            .boxed();
+    let mut updates = futures::stream::select(pods, jobs);
+    let mut reported = 0u32;
+    let report = |reported: &mut u32, upto: u32, pod: &Pod| {
+        while *reported < upto {
+            *reported += 1;
+            if let Some(p) = &progress {
+                p(ProgressStep {
+                    step: *reported,
+                    total: status::STEPS,
+                    message: status::step_message(*reported, pod),
+                });
+            }
+        }
+    };
+    let mut errors = 0u32;
+    let mut last_pod: Option<Pod> = None;
+    let mut confirm: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+    loop {
+        let update = tokio::select! {
+            u = updates.next() => u,
+            _ = async { confirm.as_mut().expect("guarded").await }, if confirm.is_some() => {
+                let pod = last_pod.as_ref().expect("confirm needs a pod");
+                report(&mut reported, status::STEPS, pod);
+                let mut info = rt.info(&job, Some(pod));
+                info.phase = Phase::Ready;
+                info.reason = None;
+                info.message = None;
+                tracing::info!(server = name, "ready (confirmed by /readyz)");
+                return Ok(info);
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let info = rt.info(&job, last_pod.as_ref());
+                return Err(RuntimeError::NotReadyInTime { name: name.to_string(), waited: timeout, phase: info.phase });
+            }
+        };
+        let Some(update) = update else {
+            return Err(RuntimeError::Api { action: format!("watching `{name}`"), detail: "the watch ended".into() });
+        };
+        match update {
+            Update::Pod(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
+                errors = 0;
+                let state = status::pod_state(&pod);
+                if let Some(step) = state.step() {
+                    let step = if step == 1 && status::image_pulled(&pod) { 2 } else { step };
+                    report(&mut reported, step, &pod);
+                }
+                match state {
+                    PodState::Ready => {
+                        tracing::info!(server = name, pod = %pod.name_any(), "ready");
+                        return Ok(rt.info(&job, Some(&pod)));
+                    }
+                    PodState::Failed { reason, message, .. } => {
+                        let message = rt.explain(&pod, message).await;
+                        tracing::warn!(server = name, %reason, "failed while starting");
+                        return Err(RuntimeError::Failed { name: name.to_string(), reason, message });
+                    }
+                    PodState::Succeeded => {
+                        let message =
+                            rt.explain(&pod, "the server exited (code 0) before it became ready".into()).await;
+                        return Err(RuntimeError::Failed {
+                            name: name.to_string(),
+                            reason: "Completed".into(),
+                            message,
+                        });
+                    }
+                    PodState::Started if confirm.is_none() && rt.can_confirm(&job) => {
+                        confirm = Some(confirm_ready(rt, pod.clone()).boxed());
+                    }
+                    _ => {}
+                }
+                last_pod = Some(pod);
+            }
+            Update::Job(event) => match *event {
+                Ok(watcher::Event::Apply(j) | watcher::Event::InitApply(j)) => {
+                    errors = 0;
+                    if let Some((reason, message)) = status::job_failure(&j) {
+                        let message = match &last_pod {
+                            Some(pod) => rt.explain(pod, message).await,
+                            None => message,
+                        };
+                        return Err(RuntimeError::Failed { name: name.to_string(), reason, message });
+                    }
+                    job = j;
+                }
+                Ok(watcher::Event::Delete(_)) => {
+                    return Err(RuntimeError::NotFound(name.to_string()));
+                }
+                Ok(_) => errors = 0,
+                Err(e) => watch_error(name, &mut errors, e)?,
+            },
+            Update::Pod(Ok(_)) => errors = 0,
+            Update::Pod(Err(e)) => watch_error(name, &mut errors, e)?,
+        }
+    }
+}
+
+/// Count a watch error (the watcher resumes on its own); too many in a row fail the wait.
+fn watch_error(name: &str, errors: &mut u32, e: watcher::Error) -> Result<(), RuntimeError> {
+    *errors += 1;
+    tracing::debug!(server = name, error = %e, errors = *errors, "watch error; resuming");
+    if *errors >= MAX_WATCH_ERRORS {
+        return Err(RuntimeError::Api {
+            action: format!("waiting for `{name}` to become ready"),
+            detail: format!("the API server keeps failing ({errors} errors in a row); last: {e}"),
+        });
+    }
+    Ok(())
+}
+
+/// Resolves once the pod's `/readyz` answers 200. It gives up quietly when the pod cannot be
+/// reached (the watch still reports readiness then, one kubelet probe later).
+fn confirm_ready(rt: &KubernetesRuntime, pod: Pod) -> BoxFuture<'static, ()> {
+    let dial = rt.pod_stream(pod);
+    async move {
+        for attempt in 0..100u32 {
+            match dial().await {
+                Ok(stream) => {
+                    if readyz(stream).await {
+                        return;
+                    }
+                }
+                Err(why) => {
+                    tracing::debug!(error = %why, attempt, "cannot reach the pod to confirm readiness");
+                    if attempt >= 2 {
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        futures::future::pending::<()>().await
+    }
+    .boxed()
+}
+
+/// `GET /readyz` over `stream`: true on 200.
+async fn readyz(stream: Box<dyn Stream>) -> bool {
+    let exchange = async {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/readyz").header("host", "localhost").body(Empty::<bytes::Bytes>::new()).ok()?;
+        let resp = sender.send_request(req).await.ok()?;
+        Some(resp.status() == hyper::StatusCode::OK)
+    };
+    tokio::time::timeout(Duration::from_secs(2), exchange).await.ok().flatten().unwrap_or(false)
+}
+
+impl KubernetesRuntime {
+    /// The failure `message`, with the pod's recent events and its last output.
+    pub(super) async fn explain(&self, pod: &Pod, message: String) -> String {
+        let pod_name = pod.name_any();
+        let mut text = message;
+        let events: Api<Event> = self.events();
+        let params = ListParams::default().fields(&format!("involvedObject.name={pod_name}"));
+        match retry::once(events.list(&params)).await {
+            Ok(list) => {
+                let mut items = list.items;
+                items.sort_by_key(|e| e.last_timestamp.clone().map(|t| t.0).or(e.event_time.clone().map(|t| t.0)));
+                let lines: Vec<String> = items
+                    .iter()
+                    .rev()
+                    .take(EVENTS_SHOWN)
+                    .rev()
+                    .map(|e| {
+                        format!(
+                            "{} {}: {}",
+                            e.type_.as_deref().unwrap_or("Normal"),
+                            e.reason.as_deref().unwrap_or(""),
+                            e.message.as_deref().unwrap_or("")
+                        )
+                    })
+                    .collect();
+                if !lines.is_empty() {
+                    text.push_str("\nRecent events:\n  ");
+                    text.push_str(&lines.join("\n  "));
+                }
+            }
+            Err(e) => tracing::debug!(pod = %pod_name, error = %e, "cannot read events"),
+        }
+        let params = LogParams {
+            container: Some(manifests::CONTAINER.into()),
+            tail_lines: Some(LOG_LINES_SHOWN),
+            ..Default::default()
+        };
+        if let Ok(log) = retry::once(self.pods().logs(&pod_name, &params)).await
+            && !log.trim().is_empty()
+        {
+            text.push_str("\nLast output:\n  ");
+            text.push_str(&log.trim_end().lines().collect::<Vec<_>>().join("\n  "));
+        }
+        text
+    }
+}

@@ -1,0 +1,116 @@
+//! Every API call goes through [`call`]: bounded in time, retried with backoff when the API
+//! server is overloaded or briefly unreachable, and turned into an error a person can act on.
+
+use std::{future::Future, time::Duration};
+
+use crate::runtime::RuntimeError;
+
+/// How long one API request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Delays between attempts: four attempts in all, about 1.4 s of waiting.
+const BACKOFF: [Duration; 3] = [Duration::from_millis(100), Duration::from_millis(300), Duration::from_secs(1)];
+
+/// Why an API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error("no answer within {}s", REQUEST_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+impl ApiError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ApiError::Kube(kube::Error::Api(s)) if s.is_not_found())
+    }
+
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, ApiError::Kube(kube::Error::Api(s)) if s.is_already_exists())
+    }
+
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, ApiError::Kube(kube::Error::Api(s)) if s.is_forbidden())
+    }
+
+    /// Worth another attempt: 5xx, 429, timeouts and connection failures.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Timeout => true,
+            ApiError::Kube(kube::Error::Api(s)) => s.code >= 500 || s.code == 429,
+            ApiError::Kube(kube::Error::HyperError(_) | kube::Error::Service(_)) => true,
+            ApiError::Kube(_) => false,
+        }
+    }
+
+    /// The error for a tool result: what failed, why, and for 403 what to do.
+    pub fn into_runtime(self, action: impl Into<String>) -> RuntimeError {
+        let action = action.into();
+        let detail = match &self {
+            ApiError::Kube(kube::Error::Api(s)) if s.is_forbidden() => format!(
+                "{} (the meta server's service account lacks a permission: apply deploy/kubernetes/role.yaml)",
+                s.message
+            ),
+            ApiError::Kube(kube::Error::Api(s)) => format!("{} ({} {})", s.message, s.code, s.reason),
+            other => other.to_string(),
+        };
+        RuntimeError::Api { action, detail }
+    }
+}
+
+/// One attempt, bounded by [`REQUEST_TIMEOUT`].
+pub async fn once<T, Fut>(fut: Fut) -> Result<T, ApiError>
+where
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(_) => Err(ApiError::Timeout),
+    }
+}
+
+/// Run `attempt` until it succeeds, fails for good, or the attempts are used up.
+pub async fn call<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let mut delays = BACKOFF.iter();
+    loop {
+        match once(attempt()).await {
+            Err(e) if e.is_transient() => match delays.next() {
+                Some(delay) => {
+                    tracing::debug!(call = what, error = %e, retry_in = ?delay, "Kubernetes API call failed; retrying");
+                    tokio::time::sleep(*delay).await;
+                }
+                None => {
+                    tracing::warn!(call = what, error = %e, "Kubernetes API call failed; giving up");
+                    return Err(e);
+                }
+            },
+            other => return other,
+        }
+    }
+}
+
+/// The backoff of long-running watches: quick first retries (a dropped watch resumes at once),
+/// capped at 2 s.
+#[derive(Debug, Clone, Default)]
+pub struct WatchBackoff {
+    attempt: u32,
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let ms = 100u64.saturating_mul(1 << self.attempt.min(5)).min(2000);
+        self.attempt += 1;
+        Some(Duration::from_millis(ms))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}

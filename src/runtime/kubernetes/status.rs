@@ -1,0 +1,390 @@
+//! How a Job and its Pod map to the phases of the tool contract. Pure functions, so every
+//! case a cluster can show is unit-tested without one.
+
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+
+use super::manifests::{ANNOTATION_CREATED, ANNOTATION_EXPIRES, ANNOTATION_SPEC, CONTAINER, SpecAnnotation};
+use crate::runtime::{LABEL_PRESET, Phase, ServerInfo, Urls};
+
+/// Container waiting reasons that never resolve on their own: the server has failed.
+const FATAL_WAITING: [&str; 7] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// What a pod is doing, as far as readiness is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodState {
+    /// Not on a node yet.
+    Unscheduled,
+    /// On a node; the image is being pulled or the container created.
+    Scheduled,
+    /// The container runs; the server has not answered `initialize` yet.
+    Started,
+    Ready,
+    /// It ended without error (the server exited 0).
+    Succeeded,
+    /// It cannot become ready.
+    Failed {
+        reason: String,
+        message: String,
+        exit_code: Option<i32>,
+    },
+    /// Being deleted.
+    Terminating,
+}
+
+impl PodState {
+    /// The progress step this state is (of [`STEPS`]).
+    pub fn step(&self) -> Option<u32> {
+        match self {
+            PodState::Unscheduled => Some(0),
+            PodState::Scheduled => Some(1),
+            PodState::Started => Some(3),
+            PodState::Ready => Some(4),
+            _ => None,
+        }
+    }
+}
+
+/// Progress steps of a Kubernetes server becoming ready.
+pub const STEPS: u32 = 4;
+
+pub fn step_message(step: u32, pod: &Pod) -> String {
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+    match step {
+        1 => format!("pod {} scheduled on {node}", pod.metadata.name.as_deref().unwrap_or("?")),
+        2 => "image present; starting the container".into(),
+        3 => "container started; waiting for the server to answer initialize".into(),
+        _ => "ready".into(),
+    }
+}
+
+/// Whether the server's image is on the node (the container has been created at least once).
+pub fn image_pulled(pod: &Pod) -> bool {
+    container_status(pod).is_some_and(|c| {
+        !c.image_id.is_empty() || c.state.as_ref().is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+    })
+}
+
+fn container_status(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+    let status = pod.status.as_ref()?;
+    status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find(|c| c.name == CONTAINER)
+        .or_else(|| status.container_statuses.as_ref()?.first())
+}
+
+fn condition(pod: &Pod, kind: &str) -> Option<(bool, Option<String>, Option<String>)> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| (c.status == "True", c.reason.clone(), c.message.clone()))
+}
+
+/// Classify a pod.
+pub fn pod_state(pod: &Pod) -> PodState {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return PodState::Terminating;
+    }
+    let status = pod.status.as_ref();
+    let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    // An init container (the bridge copy of `image` servers) can fail too.
+    let containers = status
+        .into_iter()
+        .flat_map(|s| s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten()));
+    for c in containers {
+        let Some(state) = &c.state else { continue };
+        if let Some(w) = &state.waiting {
+            let reason = w.reason.clone().unwrap_or_default();
+            if FATAL_WAITING.contains(&reason.as_str()) {
+                let message = w.message.clone().unwrap_or_else(|| format!("container {} is waiting: {reason}", c.name));
+                return PodState::Failed { reason, message, exit_code: None };
+            }
+        }
+        if let Some(t) = &state.terminated
+            && t.exit_code != 0
+        {
+            let reason = t.reason.clone().unwrap_or_else(|| "Error".into());
+            let message = t
+                .message
+                .clone()
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| format!("container {} exited with code {}", c.name, t.exit_code));
+            return PodState::Failed { reason, message, exit_code: Some(t.exit_code) };
+        }
+    }
+    match phase {
+        "Failed" => {
+            let reason = status.and_then(|s| s.reason.clone()).unwrap_or_else(|| "PodFailed".into());
+            let message = status.and_then(|s| s.message.clone()).unwrap_or_else(|| "the pod failed".into());
+            return PodState::Failed { reason, message, exit_code: None };
+        }
+        "Succeeded" => return PodState::Succeeded,
+        _ => {}
+    }
+    if let Some((false, Some(reason), message)) = condition(pod, "PodScheduled")
+        && reason == "Unschedulable"
+    {
+        let message = message.unwrap_or_else(|| "no node can run the pod".into());
+        return PodState::Failed { reason, message, exit_code: None };
+    }
+    if condition(pod, "Ready").is_some_and(|(ready, _, _)| ready) {
+        return PodState::Ready;
+    }
+    if container_status(pod).and_then(|c| c.state.as_ref()).is_some_and(|s| s.running.is_some()) {
+        return PodState::Started;
+    }
+    if pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+        || condition(pod, "PodScheduled").is_some_and(|(scheduled, _, _)| scheduled)
+    {
+        return PodState::Scheduled;
+    }
+    PodState::Unscheduled
+}
+
+/// A failure recorded on the Job itself (deadline passed, backoff limit).
+pub fn job_failure(job: &Job) -> Option<(String, String)> {
+    let conditions = job.status.as_ref()?.conditions.as_ref()?;
+    conditions.iter().find(|c| c.type_ == "Failed" && c.status == "True").map(|c| {
+        (
+            c.reason.clone().unwrap_or_else(|| "JobFailed".into()),
+            c.message.clone().unwrap_or_else(|| "the Job failed".into()),
+        )
+    })
+}
+
+fn job_complete(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Complete" && c.status == "True"))
+}
+
+fn parse_time(text: Option<&String>) -> Option<SystemTime> {
+    text.and_then(|t| humantime::parse_rfc3339(t).ok())
+}
+
+/// The spec annotation of a Job (empty when missing or unreadable, e.g. a Job edited by hand).
+pub fn spec_annotation(job: &Job) -> SpecAnnotation {
+    job.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_SPEC))
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default()
+}
+
+/// A server as the tools show it, from its Job and (if there is one yet) its Pod.
+pub fn server_info(job: &Job, pod: Option<&Pod>, urls: Urls) -> ServerInfo {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let labels = job.metadata.labels.clone().unwrap_or_default();
+    let annotations = job.metadata.annotations.clone().unwrap_or_default();
+    let annotation = spec_annotation(job);
+    let created = parse_time(annotations.get(ANNOTATION_CREATED))
+        .or_else(|| job.metadata.creation_timestamp.as_ref().map(|t| SystemTime::from(t.0)))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let expires = parse_time(annotations.get(ANNOTATION_EXPIRES)).unwrap_or_else(|| {
+        let deadline = job.spec.as_ref().and_then(|s| s.active_deadline_seconds).unwrap_or(0).max(0) as u64;
+        created + Duration::from_secs(deadline)
+    });
+    let mut info = ServerInfo {
+        job_name: name,
+        phase: Phase::Pending,
+        reason: None,
+        message: None,
+        preset: labels.get(LABEL_PRESET).cloned().filter(|p| p != "custom").or(annotation.preset.clone()),
+        command: annotation.command,
+        urls,
+        created_at: crate::runtime::rfc3339(created),
+        expires_at: crate::runtime::rfc3339(expires),
+        labels,
+        env_names: annotation.env_names,
+        secret_env_names: annotation.secret_env_names,
+        restarts: 0,
+        exit_code: None,
+        tools: None,
+        sessions: None,
+        ready_after_ms: None,
+        log_tail: None,
+        expires,
+    };
+    if let Some(pod) = pod {
+        info.restarts = pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .map(|c| c.restart_count.max(0) as u32)
+            .sum();
+    }
+    let set = |info: &mut ServerInfo, phase, reason: &str, message: String| {
+        info.phase = phase;
+        info.reason = Some(reason.to_string());
+        info.message = Some(message);
+    };
+    if job.metadata.deletion_timestamp.is_some() {
+        set(&mut info, Phase::Terminating, "Deleting", "the Job is being deleted".into());
+        return info;
+    }
+    if let Some((reason, message)) = job_failure(job) {
+        set(&mut info, Phase::Failed, &reason, message);
+        return info;
+    }
+    let Some(pod) = pod else {
+        if job_complete(job) {
+            set(&mut info, Phase::Succeeded, "Completed", "the server exited without error".into());
+        } else {
+            set(&mut info, Phase::Pending, "WaitingForPod", "the Job has no pod yet".into());
+        }
+        return info;
+    };
+    match pod_state(pod) {
+        PodState::Unscheduled => set(&mut info, Phase::Pending, "Unscheduled", "waiting for a node".into()),
+        PodState::Scheduled => {
+            set(&mut info, Phase::Pending, "ContainerCreating", "pulling the image or creating the container".into())
+        }
+        PodState::Started => set(
+            &mut info,
+            Phase::Starting,
+            "WaitingForInitialize",
+            "the container runs; it becomes Ready when the server answers initialize".into(),
+        ),
+        PodState::Ready => {
+            info.phase = Phase::Ready;
+            let started = pod.metadata.creation_timestamp.as_ref().map(|t| SystemTime::from(t.0));
+            let ready_at = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| SystemTime::from(t.0));
+            if let (Some(a), Some(b)) = (started, ready_at) {
+                info.ready_after_ms = b.duration_since(a).ok().map(|d| d.as_millis() as u64);
+            }
+        }
+        PodState::Succeeded => set(&mut info, Phase::Succeeded, "Completed", "the server exited without error".into()),
+        PodState::Failed { reason, message, exit_code } => {
+            info.exit_code = exit_code;
+            set(&mut info, Phase::Failed, &reason, message);
+        }
+        PodState::Terminating => set(&mut info, Phase::Terminating, "Deleting", "the pod is being deleted".into()),
+    }
+    info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(value: serde_json::Value) -> Pod {
+        let mut base =
+            serde_json::json!({"metadata": {"name": "time-abc-x1"}, "spec": {"containers": [{"name": "mcp"}]}});
+        merge(&mut base, value);
+        serde_json::from_value(base).expect("pod")
+    }
+
+    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+
+    fn waiting(reason: &str) -> Pod {
+        pod(serde_json::json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Pending", "containerStatuses": [
+            {"name": "mcp", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+             "state": {"waiting": {"reason": reason, "message": format!("{reason}: details")}}}]}}))
+    }
+
+    #[test]
+    fn pods_walk_from_unscheduled_to_ready() {
+        assert_eq!(pod_state(&pod(serde_json::json!({"status": {"phase": "Pending"}}))), PodState::Unscheduled);
+        assert_eq!(pod_state(&waiting("ContainerCreating")), PodState::Scheduled);
+        let started =
+            pod(serde_json::json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Running", "containerStatuses": [
+            {"name": "mcp", "ready": false, "restartCount": 0, "image": "x", "imageID": "sha",
+             "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}}));
+        assert_eq!(pod_state(&started), PodState::Started);
+        assert!(image_pulled(&started));
+        let mut ready = started.clone();
+        merge_conditions(&mut ready, "Ready", "True", None);
+        assert_eq!(pod_state(&ready), PodState::Ready);
+    }
+
+    fn merge_conditions(p: &mut Pod, kind: &str, status: &str, reason: Option<&str>) {
+        let mut v = serde_json::to_value(&*p).unwrap();
+        merge(
+            &mut v,
+            serde_json::json!({"status": {"conditions": [{"type": kind, "status": status, "reason": reason, "message": "no nodes available"}]}}),
+        );
+        *p = serde_json::from_value(v).unwrap();
+    }
+
+    #[test]
+    fn hopeless_waiting_reasons_fail_fast() {
+        for reason in ["ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff", "CreateContainerConfigError"] {
+            match pod_state(&waiting(reason)) {
+                PodState::Failed { reason: r, message, .. } => {
+                    assert_eq!(r, reason);
+                    assert!(message.contains("details"));
+                }
+                other => panic!("{reason}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_crashed_container_reports_its_exit_code() {
+        let p = pod(serde_json::json!({"status": {"phase": "Failed", "containerStatuses": [
+            {"name": "mcp", "ready": false, "restartCount": 0, "image": "x", "imageID": "sha",
+             "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}}));
+        assert_eq!(
+            pod_state(&p),
+            PodState::Failed {
+                reason: "Error".into(),
+                message: "container mcp exited with code 3".into(),
+                exit_code: Some(3)
+            }
+        );
+    }
+
+    #[test]
+    fn unschedulable_pods_fail_with_the_scheduler_message() {
+        let mut p = pod(serde_json::json!({"status": {"phase": "Pending"}}));
+        merge_conditions(&mut p, "PodScheduled", "False", Some("Unschedulable"));
+        assert!(
+            matches!(pod_state(&p), PodState::Failed { reason, message, .. } if reason == "Unschedulable" && message.contains("no nodes"))
+        );
+    }
+
+    #[test]
+    fn job_deadline_is_a_failure_and_deletion_is_terminating() {
+        let urls = Urls { mcp: "m".into(), sse: "s".into() };
+        let job: Job = serde_json::from_value(serde_json::json!({"metadata": {"name": "time-abc"},
+            "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"}]}})).unwrap();
+        let info = server_info(&job, None, urls.clone());
+        assert_eq!((info.phase, info.reason.as_deref()), (Phase::Failed, Some("DeadlineExceeded")));
+        let deleting: Job = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "time-abc", "deletionTimestamp": "2026-01-01T00:00:00Z"}}),
+        )
+        .unwrap();
+        assert_eq!(server_info(&deleting, None, urls).phase, Phase::Terminating);
+    }
+}
