@@ -82,8 +82,21 @@ pub struct ServeArgs {
     /// Extra Host names HTTP clients may use (the listen address and loopback are always allowed).
     #[arg(long = "allowed-host")]
     pub allowed_hosts: Vec<String>,
+    /// Keep N servers of PRESET started ahead, so create_mcp_server hands one out at once
+    /// (repeatable; also `warm_pool = N` in a preset file).
+    #[arg(long = "warm-pool", value_name = "PRESET=N", value_parser = parse_pool)]
+    pub warm_pools: Vec<(String, usize)>,
     #[command(flatten)]
     pub kube: KubeArgs,
+}
+
+fn parse_pool(text: &str) -> Result<(String, usize), String> {
+    let (preset, n) = text.split_once('=').ok_or_else(|| format!("`{text}` is not PRESET=N, e.g. time=2"))?;
+    let n: usize = n.trim().parse().map_err(|_| format!("`{n}` in `{text}` is not a number of servers"))?;
+    if n > 32 {
+        return Err(format!("{n} servers in a warm pool is too many; the limit is 32"));
+    }
+    Ok((preset.trim().to_string(), n))
 }
 
 /// Settings of `--runtime kubernetes`.

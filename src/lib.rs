@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod http_guard;
 pub mod mcp;
 pub mod names;
+pub mod pool;
 pub mod presets;
 pub mod runtime;
 pub mod session;

@@ -132,7 +132,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_servers: args.max_servers,
         ready_timeout: args.ready_timeout,
     };
+    let mut pools: std::collections::BTreeMap<String, usize> =
+        presets.iter().filter(|p| p.warm_pool > 0).map(|p| (p.name.clone(), p.warm_pool)).collect();
+    pools.extend(args.warm_pools.iter().cloned());
     let manager = SessionManager::new(presets, runtime, policy);
+    manager.start_pools(&pools).context("--warm-pool")?;
     let server = MetaServer::new(manager.clone());
     stop_on_signals(stop.clone());
     tracing::info!(runtime = manager.runtime().kind(), transport = ?args.transport, "mcp-ephemeral {} starting", env!("CARGO_PKG_VERSION"));

@@ -45,6 +45,9 @@ pub struct Preset {
     /// Container image for the Kubernetes runtime (not used by the local runtime).
     #[serde(default)]
     pub image: Option<String>,
+    /// Servers of this preset kept started ahead (`--warm-pool` overrides it).
+    #[serde(default)]
+    pub warm_pool: usize,
     /// CPU and memory for its container on Kubernetes (a request's `resources` override these).
     #[serde(default)]
     pub resources: crate::spec::Resources,

@@ -14,6 +14,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    pool::{PoolStatus, WarmPools},
     presets::Presets,
     runtime::{Deleted, ProgressFn, Runtime, RuntimeError, ServerInfo},
     spec::{self, Args, ImageTransport, LabelSelector, Resources, ServerSpec, Source, SpecError},
@@ -98,6 +99,7 @@ pub enum ManagerError {
 }
 
 pub struct SessionManager {
+    pools: std::sync::OnceLock<Arc<WarmPools>>,
     presets: Presets,
     runtime: Arc<dyn Runtime>,
     policy: Policy,
@@ -111,6 +113,7 @@ impl SessionManager {
     pub fn new(presets: Presets, runtime: Arc<dyn Runtime>, policy: Policy) -> Arc<SessionManager> {
         let (deleted, _) = broadcast::channel(64);
         let manager = Arc::new(SessionManager {
+            pools: std::sync::OnceLock::new(),
             presets,
             runtime,
             policy,
@@ -120,6 +123,29 @@ impl SessionManager {
         });
         tokio::spawn(reap(Arc::downgrade(&manager), manager.stop.clone()));
         manager
+    }
+
+    /// Keep warm pools for `sizes` (preset name → members); names must be presets.
+    pub fn start_pools(self: &Arc<Self>, sizes: &BTreeMap<String, usize>) -> Result<(), SpecError> {
+        let mut pools = Vec::new();
+        for (preset, size) in sizes {
+            let weak = Arc::downgrade(self);
+            let req = CreateRequest { preset: Some(preset.clone()), ..Default::default() };
+            // Fails here, once, for an unknown preset or one that needs env.
+            self.resolve(req.clone())?;
+            let make: crate::pool::MakeSpec = Box::new(move || weak.upgrade()?.resolve(req.clone()).ok());
+            pools.push((preset.clone(), *size, make));
+        }
+        if !pools.is_empty() {
+            let started = WarmPools::start(self.runtime.clone(), pools, self.policy.ready_timeout);
+            let _ = self.pools.set(started);
+        }
+        Ok(())
+    }
+
+    /// The warm pools' state, for get_version.
+    pub fn pool_status(&self) -> Vec<PoolStatus> {
+        self.pools.get().map(|p| p.status()).unwrap_or_default()
     }
 
     pub fn presets(&self) -> &Presets {
@@ -267,6 +293,19 @@ impl SessionManager {
         if count >= self.policy.max_servers {
             return Err(ManagerError::Quota(self.policy.max_servers));
         }
+        if let Some(member) = self.pools.get().and_then(|p| p.take(&spec)) {
+            match self.runtime.adopt(&member, spec.clone()).await {
+                Ok(info) => {
+                    self.reaper_wake.notify_one();
+                    return Ok(info);
+                }
+                Err(e) => {
+                    tracing::warn!(member, error = %e, "warm-pool member unusable; starting a new server");
+                    let runtime = self.runtime.clone();
+                    tokio::spawn(async move { runtime.delete(&member, false).await });
+                }
+            }
+        }
         let name = spec.name.clone();
         let info = self.runtime.create(spec).await?;
         self.reaper_wake.notify_one();
@@ -285,6 +324,9 @@ impl SessionManager {
     /// Stop the reaper and every server the runtime must not leave behind.
     pub async fn shutdown(&self) {
         self.stop.cancel();
+        if let Some(pools) = self.pools.get() {
+            pools.shutdown().await;
+        }
         self.runtime.shutdown().await;
     }
 }

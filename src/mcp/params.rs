@@ -85,6 +85,9 @@ pub struct VersionInfo {
     /// Seconds a server lives when the request gives no ttl_seconds.
     pub default_ttl_seconds: u64,
     pub max_servers: usize,
+    /// Warm pools (`--warm-pool`): servers started ahead, handed out by create_mcp_server.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<crate::pool::PoolStatus>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

@@ -75,6 +75,7 @@ impl MetaServer {
             namespace: m.runtime().namespace(),
             default_ttl_seconds: m.policy().default_ttl.as_secs(),
             max_servers: m.policy().max_servers,
+            pools: m.pool_status(),
         }
     }
 }

@@ -37,7 +37,8 @@ impl Default for LocalConfig {
 }
 
 struct LocalServer {
-    spec: ServerSpec,
+    /// Replaced when a warm-pool member is handed out.
+    spec: RwLock<ServerSpec>,
     bridge: Bridge,
     addr: SocketAddr,
     /// Stops the HTTP listener.
@@ -96,9 +97,10 @@ impl LocalRuntime {
             }
         });
         tracing::info!(server = %spec.name, %addr, command = ?spec.command_line(), "server started");
-        let server = Arc::new(LocalServer { spec, bridge, addr, stop });
+        let name = spec.name.clone();
+        let server = Arc::new(LocalServer { spec: RwLock::new(spec), bridge, addr, stop });
         let info = info(&server);
-        self.servers.write().expect("servers poisoned").insert(server.spec.name.clone(), server);
+        self.servers.write().expect("servers poisoned").insert(name, server);
         Ok(info)
     }
 }
@@ -128,7 +130,7 @@ fn find_program(program: &str) -> Result<PathBuf, RuntimeError> {
 fn info(server: &LocalServer) -> ServerInfo {
     let base = format!("http://{}", server.addr);
     let urls = Urls { mcp: format!("{base}/mcp"), sse: format!("{base}/sse") };
-    let mut info = ServerInfo::from_spec(&server.spec, Phase::Starting, urls);
+    let mut info = ServerInfo::from_spec(&server.spec.read().expect("spec poisoned"), Phase::Starting, urls);
     info.sessions = Some(server.bridge.session_count());
     match server.bridge.readiness() {
         Readiness::Starting => {
@@ -198,7 +200,11 @@ impl Runtime for LocalRuntime {
     fn list<'a>(&'a self, selector: &'a LabelSelector) -> BoxFuture<'a, Result<Vec<ServerInfo>, RuntimeError>> {
         Box::pin(async move {
             let servers: Vec<_> = self.servers.read().expect("servers poisoned").values().cloned().collect();
-            Ok(servers.iter().map(|s| info(s)).filter(|i| selector.matches(&i.labels)).collect())
+            Ok(servers
+                .iter()
+                .map(|s| info(s))
+                .filter(|i| !i.labels.contains_key(super::LABEL_POOL) && selector.matches(&i.labels))
+                .collect())
         })
     }
 
@@ -217,10 +223,11 @@ impl Runtime for LocalRuntime {
                 format!("listener {}", server.addr),
                 format!("{} session process(es) and the spare", server.bridge.session_count()),
             ];
+            let label = name.to_string();
             let stop = async move {
                 server.stop.cancel();
                 server.bridge.shutdown().await;
-                tracing::info!(server = %server.spec.name, "server deleted");
+                tracing::info!(server = %label, "server deleted");
             };
             let phase = if wait {
                 stop.await;
@@ -230,6 +237,30 @@ impl Runtime for LocalRuntime {
                 "Terminating"
             };
             Ok(Deleted { job_name: name.to_string(), phase: phase.into(), removed, already_gone: false })
+        })
+    }
+
+    fn adopt<'a>(&'a self, pooled: &'a str, spec: ServerSpec) -> BoxFuture<'a, Result<ServerInfo, RuntimeError>> {
+        Box::pin(async move {
+            let server = self.servers.write().expect("servers poisoned").remove(pooled);
+            let server = server.ok_or_else(|| RuntimeError::NotFound(pooled.to_string()))?;
+            if !matches!(server.bridge.readiness(), Readiness::Ready(_)) {
+                tokio::spawn(async move {
+                    server.stop.cancel();
+                    server.bridge.shutdown().await;
+                });
+                return Err(RuntimeError::Failed {
+                    name: pooled.to_string(),
+                    reason: "PoolMemberNotReady".into(),
+                    message: "the warm-pool member stopped being ready".into(),
+                });
+            }
+            let name = spec.name.clone();
+            *server.spec.write().expect("spec poisoned") = spec;
+            let info = info(&server);
+            self.servers.write().expect("servers poisoned").insert(name.clone(), server);
+            tracing::info!(server = %name, pooled, "warm-pool member handed out");
+            Ok(info)
         })
     }
 

@@ -18,6 +18,8 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 pub const LABEL_PRESET: &str = "mcp-ephemeral.dev/preset";
 pub const MANAGED_BY: &str = "mcp-ephemeral";
+/// Set (to the preset) on warm-pool members until they are handed out; `list` leaves them out.
+pub const LABEL_POOL: &str = "mcp-ephemeral.dev/pool";
 
 /// The lifecycle phase of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -193,6 +195,9 @@ pub trait Runtime: Send + Sync + 'static {
     fn list<'a>(&'a self, selector: &'a LabelSelector) -> BoxFuture<'a, Result<Vec<ServerInfo>, RuntimeError>>;
     /// Delete `name`; deleting what is already gone succeeds with `already_gone`.
     fn delete<'a>(&'a self, name: &'a str, wait: bool) -> BoxFuture<'a, Result<Deleted, RuntimeError>>;
+    /// Hand out the ready warm-pool member `pooled` as the server `spec` describes (its labels,
+    /// TTL and, where the runtime can rename, its name). Fails if the member is not Ready.
+    fn adopt<'a>(&'a self, pooled: &'a str, spec: ServerSpec) -> BoxFuture<'a, Result<ServerInfo, RuntimeError>>;
     /// The last `tail` lines of the server's output.
     fn logs<'a>(&'a self, name: &'a str, tail: usize) -> BoxFuture<'a, Result<Vec<String>, RuntimeError>>;
     /// Stop everything this runtime owns that must not outlive the meta server.

@@ -30,7 +30,8 @@ use self::{
     retry::{ApiError, WatchBackoff},
 };
 use super::{
-    Deleted, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, ProgressFn, Runtime, RuntimeError, ServerInfo, Urls,
+    Deleted, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY, ProgressFn, Runtime, RuntimeError, ServerInfo,
+    Urls,
 };
 use crate::{
     gateway::Stream,
@@ -298,6 +299,14 @@ impl KubernetesRuntime {
         let jobs = self.jobs();
         let Ok(jobs) = retry::call("list jobs", || jobs.list(&managed)).await else { return };
         let alive: std::collections::BTreeSet<String> = jobs.items.iter().map(|j| j.name_any()).collect();
+        // Warm-pool members of a previous run: nobody will hand them out.
+        let started = std::time::SystemTime::now() - Duration::from_secs(5);
+        for job in jobs.items.iter().filter(|j| j.labels().contains_key(LABEL_POOL)) {
+            if job.metadata.creation_timestamp.as_ref().is_some_and(|t| std::time::SystemTime::from(t.0) < started) {
+                tracing::info!(server = %job.name_any(), "deleting a warm-pool member of a previous run");
+                let _ = self.remove(&job.name_any()).await;
+            }
+        }
         let old = |meta: &kube::api::ObjectMeta| {
             let instance = meta.labels.as_ref().and_then(|l| l.get(LABEL_INSTANCE));
             let created = meta.creation_timestamp.as_ref().map(|t| std::time::SystemTime::from(t.0));
@@ -376,8 +385,10 @@ impl Runtime for KubernetesRuntime {
     fn list<'a>(&'a self, selector: &'a LabelSelector) -> BoxFuture<'a, Result<Vec<ServerInfo>, RuntimeError>> {
         Box::pin(async move {
             let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
-            let user = selector.to_query();
-            let labels = if user.is_empty() { managed.clone() } else { format!("{managed},{user}") };
+            // Warm-pool members are nobody's servers until handed out.
+            let user = [selector.to_query(), format!("!{LABEL_POOL}")].join(",");
+            let user = user.trim_start_matches(',');
+            let labels = format!("{managed},{user}");
             let (jobs, pods) = (self.jobs(), self.pods());
             let (job_params, pod_params) =
                 (ListParams::default().labels(&labels), ListParams::default().labels(&managed));
@@ -412,6 +423,48 @@ impl Runtime for KubernetesRuntime {
             let phase = if already_gone || (wait && self.pods_gone(name).await) { "Deleted" } else { "Terminating" };
             tracing::info!(server = name, phase, "deleted");
             Ok(Deleted { job_name: name.to_string(), phase: phase.into(), removed, already_gone })
+        })
+    }
+
+    fn adopt<'a>(&'a self, pooled: &'a str, spec: ServerSpec) -> BoxFuture<'a, Result<ServerInfo, RuntimeError>> {
+        Box::pin(async move {
+            let job = self.get_job(pooled).await?;
+            let pod = self.find_pod(pooled).await?;
+            if pod.as_ref().map(status::pod_state) != Some(status::PodState::Ready) {
+                let _ = self.remove(pooled).await;
+                return Err(RuntimeError::Failed {
+                    name: pooled.to_string(),
+                    reason: "PoolMemberNotReady".into(),
+                    message: "the warm-pool member stopped being ready".into(),
+                });
+            }
+            // A Job cannot be renamed: the member keeps its name and takes the caller's labels,
+            // times and deadline (counted from the Job's start).
+            let mut renamed = spec.clone();
+            renamed.name = pooled.to_string();
+            let mut labels: serde_json::Map<String, serde_json::Value> =
+                super::standard_labels(&renamed).into_iter().map(|(k, v)| (k, v.into())).collect();
+            labels.insert(LABEL_POOL.into(), serde_json::Value::Null);
+            let started =
+                job.status.as_ref().and_then(|s| s.start_time.clone()).map(|t| std::time::SystemTime::from(t.0));
+            let age = started.and_then(|t| t.elapsed().ok()).unwrap_or_default();
+            let deadline = (age + spec.ttl).as_secs().max(1);
+            let patch = Patch::Merge(serde_json::json!({
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        manifests::ANNOTATION_CREATED: super::rfc3339(spec.created_at),
+                        manifests::ANNOTATION_EXPIRES: super::rfc3339(spec.expires_at),
+                    },
+                },
+                "spec": {"activeDeadlineSeconds": deadline},
+            }));
+            let (jobs, params) = (self.jobs(), PatchParams::default());
+            let job = retry::call("patch job", || jobs.patch(pooled, &params, &patch))
+                .await
+                .map_err(|e| e.into_runtime(format!("handing out pool member `{pooled}`")))?;
+            tracing::info!(server = pooled, "warm-pool member handed out");
+            Ok(self.info(&job, pod.as_ref()))
         })
     }
 
