@@ -352,6 +352,14 @@ impl Runtime for KubernetesRuntime {
 
     fn create(&self, spec: ServerSpec) -> BoxFuture<'_, Result<ServerInfo, RuntimeError>> {
         Box::pin(async move {
+            if let crate::spec::Source::Image { image, args, .. } = &spec.source
+                && manifests::endpoint(&spec, &self.settings).1 == crate::spec::ImageTransport::Stdio
+                && args.is_empty()
+            {
+                return Err(RuntimeError::Unsupported(format!(
+                    "`{image}` speaks stdio (image_transport \"stdio\"), so it runs behind the bridge, which needs the command to start in `runtime_args` (an image's ENTRYPOINT cannot be read from the cluster), e.g. [\"node\", \"dist/index.js\"]; or set image_transport \"http\" if it serves MCP over HTTP itself"
+                )));
+            }
             let job = self.create_objects(spec).await?;
             tracing::info!(server = %job.name_any(), namespace = %self.namespace, "job created");
             Ok(self.info(&job, None))
