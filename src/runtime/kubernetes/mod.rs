@@ -158,7 +158,7 @@ impl KubernetesRuntime {
     }
 
     /// The pod of `job` that matters: a live one if there is one, else the newest.
-    async fn find_pod(&self, job: &str) -> Result<Option<Pod>, RuntimeError> {
+    pub(crate) async fn find_pod(&self, job: &str) -> Result<Option<Pod>, RuntimeError> {
         let pods = self.pods();
         let params = ListParams::default().labels(&self.pod_selector(job));
         let list = retry::call("list pods", || pods.list(&params))
@@ -171,7 +171,7 @@ impl KubernetesRuntime {
     async fn create_objects(&self, mut spec: ServerSpec) -> Result<Job, RuntimeError> {
         for attempt in 1..=NAME_ATTEMPTS {
             match self.create_once(&spec).await {
-                Err(e) if e.is_already_exists() && attempt < NAME_ATTEMPTS => {
+                Err(e) if e.is_name_taken() && attempt < NAME_ATTEMPTS => {
                     let base = spec.name.rsplit_once('-').map_or(spec.name.as_str(), |(b, _)| b).to_string();
                     let fresh = crate::names::generate(&base);
                     tracing::info!(taken = %spec.name, name = %fresh, "name taken in the cluster; trying another");

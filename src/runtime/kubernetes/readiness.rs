@@ -142,11 +142,7 @@ pub async fn wait_ready(
                 Ok(watcher::Event::Apply(j) | watcher::Event::InitApply(j)) => {
                     errors = 0;
                     if let Some((reason, message)) = status::job_failure(&j) {
-                        let message = match &last_pod {
-                            Some(pod) => rt.explain(pod, message).await,
-                            None => message,
-                        };
-                        return Err(RuntimeError::Failed { name: name.to_string(), reason, message });
+                        return Err(job_failed(rt, name, last_pod.take(), reason, message).await);
                     }
                     job = j;
                 }
@@ -160,6 +156,27 @@ pub async fn wait_ready(
             Update::Pod(Err(e)) => watch_error(name, &mut errors, e)?,
         }
     }
+}
+
+/// The error for a Job that failed: the pod's own reason (an exit code, an image error) says
+/// more than the Job's, so the pod is read again for its final state.
+async fn job_failed(
+    rt: &KubernetesRuntime,
+    name: &str,
+    last: Option<Pod>,
+    reason: String,
+    message: String,
+) -> RuntimeError {
+    let pod = rt.find_pod(name).await.ok().flatten().or(last);
+    let (reason, message) = match pod.as_ref().map(status::pod_state) {
+        Some(PodState::Failed { reason, message, .. }) => (reason, message),
+        _ => (reason, message),
+    };
+    let message = match &pod {
+        Some(pod) => rt.explain(pod, message).await,
+        None => message,
+    };
+    RuntimeError::Failed { name: name.to_string(), reason, message }
 }
 
 /// Count a watch error (the watcher resumes on its own); too many in a row fail the wait.
@@ -223,7 +240,12 @@ impl KubernetesRuntime {
         match retry::once(events.list(&params)).await {
             Ok(list) => {
                 let mut items = list.items;
-                items.sort_by_key(|e| e.last_timestamp.clone().map(|t| t.0).or(e.event_time.clone().map(|t| t.0)));
+                // Oldest first; timestamps have second precision, so the resourceVersion breaks ties.
+                items.sort_by_key(|e| {
+                    let at = e.last_timestamp.clone().map(|t| t.0).or(e.event_time.clone().map(|t| t.0));
+                    let version = e.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok());
+                    (at, version)
+                });
                 let lines: Vec<String> = items
                     .iter()
                     .rev()

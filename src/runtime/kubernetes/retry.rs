@@ -24,8 +24,9 @@ impl ApiError {
         matches!(self, ApiError::Kube(kube::Error::Api(s)) if s.is_not_found())
     }
 
-    pub fn is_already_exists(&self) -> bool {
-        matches!(self, ApiError::Kube(kube::Error::Api(s)) if s.is_already_exists())
+    /// A create found the name taken (409 AlreadyExists, or Conflict).
+    pub fn is_name_taken(&self) -> bool {
+        matches!(self, ApiError::Kube(kube::Error::Api(s)) if s.is_already_exists() || s.is_conflict())
     }
 
     pub fn is_forbidden(&self) -> bool {

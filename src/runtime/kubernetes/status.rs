@@ -239,7 +239,14 @@ pub fn server_info(job: &Job, pod: Option<&Pod>, urls: Urls) -> ServerInfo {
         return info;
     }
     if let Some((reason, message)) = job_failure(job) {
-        set(&mut info, Phase::Failed, &reason, message);
+        // The pod's own failure (exit code, image error) says more than the Job's.
+        match pod.map(pod_state) {
+            Some(PodState::Failed { reason, message, exit_code }) => {
+                info.exit_code = exit_code;
+                set(&mut info, Phase::Failed, &reason, message);
+            }
+            _ => set(&mut info, Phase::Failed, &reason, message),
+        }
         return info;
     }
     let Some(pod) = pod else {
