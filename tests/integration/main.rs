@@ -7,6 +7,8 @@ mod support;
 mod bad_input;
 /// The bridge command: isolation between sessions, readiness, failures.
 mod bridge;
+/// deploy/kubernetes/: exactly the RBAC the runtime uses, a locked-down pod, kubectl accepts it.
+mod deploy;
 /// create → connect over streamable HTTP and SSE → call → list → delete, over stdio and HTTP.
 mod lifecycle;
 /// Mounted tools appear, answer and disappear, with tools/list_changed.
