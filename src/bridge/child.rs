@@ -8,8 +8,9 @@
 use std::{process::Stdio, sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use serde::de::IgnoredAny;
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     process::Command,
     sync::{mpsc, watch},
 };
@@ -17,8 +18,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::{logs::LogRing, relay::Upstream};
 
-/// Longest stdout line (one JSON-RPC message) accepted from a child.
+/// Longest stdout line (one JSON-RPC message) accepted from a child; longer lines are dropped.
 const MAX_LINE: usize = 64 * 1024 * 1024;
+/// Longest stderr line read whole; the rest of a longer one is skipped (the log ring keeps
+/// 4 KiB of a line anyway).
+const MAX_STDERR_LINE: usize = 16 * 1024;
+/// A stdout buffer that grew past this for one big message is given back afterwards.
+const KEEP_CAPACITY: usize = 1024 * 1024;
+/// Bytes of a junk stdout line passed to the log (which cuts it to 4 KiB and marks the cut).
+const MAX_PREVIEW: usize = 8192;
 /// How long a child gets after stdin EOF before SIGTERM, and after SIGTERM before SIGKILL.
 const EOF_GRACE: Duration = Duration::from_millis(800);
 const TERM_GRACE: Duration = Duration::from_millis(1500);
@@ -231,38 +239,82 @@ async fn read_stdout(stdout: tokio::process::ChildStdout, tx: mpsc::Sender<Bytes
     let mut reader = BufReader::with_capacity(64 * 1024, stdout);
     let mut line = Vec::with_capacity(4096);
     loop {
-        line.clear();
-        match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+        let overlong = match read_line_capped(&mut reader, &mut line, MAX_LINE).await {
+            Ok(Some(overlong)) => overlong,
+            Ok(None) | Err(_) => break,
+        };
         while matches!(line.last(), Some(b'\n' | b'\r')) {
             line.pop();
         }
-        if line.is_empty() {
+        // Servers that print banners, logs or junk on stdout break the protocol; keep the text
+        // where a person can read it (the logs tool) instead of failing the session, and never
+        // hand a client something that is not JSON.
+        if overlong {
+            let what = format!("a line longer than {} MiB, dropped:", MAX_LINE >> 20);
+            logs.push(&tag, &format!("[stdout, not JSON-RPC] {what} {}", preview(&line)));
+        } else if line.is_empty() {
             continue;
-        }
-        // Servers that print banners or logs on stdout break the protocol; keep the text where a
-        // person can read it (the logs tool) instead of failing the session.
-        if !matches!(line.first(), Some(b'{' | b'[')) {
-            logs.push(&tag, &format!("[stdout, not JSON-RPC] {}", String::from_utf8_lossy(&line)));
-            continue;
-        }
-        if tx.send(Bytes::copy_from_slice(&line)).await.is_err() {
+        } else if !matches!(line.first(), Some(b'{' | b'[')) || serde_json::from_slice::<IgnoredAny>(&line).is_err() {
+            logs.push(&tag, &format!("[stdout, not JSON-RPC] {}", preview(&line)));
+        } else if tx.send(Bytes::copy_from_slice(&line)).await.is_err() {
             break;
+        }
+        // One huge message must not pin its buffer for the life of the child.
+        if line.capacity() > KEEP_CAPACITY {
+            line = Vec::with_capacity(4096);
         }
     }
 }
 
 async fn read_stderr(stderr: tokio::process::ChildStderr, logs: Arc<LogRing>, tag: String) {
-    let mut lines = BufReader::new(stderr).lines();
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::with_capacity(1024);
+    // The ring cuts lines at 4 KiB; reading at most MAX_STDERR_LINE bounds memory even when a
+    // server writes megabytes without a newline.
+    while let Ok(Some(_)) = read_line_capped(&mut reader, &mut line, MAX_STDERR_LINE).await {
+        while matches!(line.last(), Some(b'\n' | b'\r')) {
+            line.pop();
+        }
+        logs.push(&tag, &String::from_utf8_lossy(&line));
+    }
+}
+
+/// The start of a line, as text, for the log (the ring cuts it further).
+fn preview(line: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(&line[..line.len().min(MAX_PREVIEW)])
+}
+
+/// Read one line into `line` (cleared first), keeping at most `max` bytes of it. `None` at EOF;
+/// `Some(true)` when the line was longer: its first `max` bytes are in `line` and the rest was
+/// read and thrown away.
+async fn read_line_capped<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    line.clear();
+    let n = (&mut *reader).take(max as u64).read_until(b'\n', line).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if n < max || line.last() == Some(&b'\n') {
+        return Ok(Some(false));
+    }
     loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => logs.push(&tag, &line),
-            Ok(None) => break,
-            // Not UTF-8: skip the line rather than losing the rest of the stream.
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => continue,
-            Err(_) => break,
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            break;
+        }
+        match buf.iter().position(|b| *b == b'\n') {
+            Some(at) => {
+                reader.consume(at + 1);
+                break;
+            }
+            None => {
+                let len = buf.len();
+                reader.consume(len);
+            }
         }
     }
+    Ok(Some(true))
 }

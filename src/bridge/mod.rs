@@ -70,6 +70,10 @@ pub fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<
     })
 }
 
+/// How long after `init_timeout` the probe may take to report: starting its process, and up to
+/// 2 s to learn the exit status of one that closed stdout.
+const PROBE_SLACK: Duration = Duration::from_secs(3);
+
 struct Inner {
     cfg: BridgeConfig,
     logs: Arc<LogRing>,
@@ -112,9 +116,14 @@ impl Bridge {
     }
 
     /// Wait until the probe has finished, at most `timeout`.
+    ///
+    /// The probe gives up by itself after `init_timeout`, counted from when its process started.
+    /// A caller that waits at least that long gets the probe's verdict (`InitializeTimeout`
+    /// with the stderr tail) rather than a tie between its own timer and the probe's.
     pub async fn wait_ready(&self, timeout: Duration) -> Readiness {
+        let limit = if timeout >= self.inner.cfg.init_timeout { timeout + PROBE_SLACK } else { timeout };
         let mut rx = self.inner.readiness.subscribe();
-        let _ = tokio::time::timeout(timeout, rx.wait_for(|r| !matches!(r, Readiness::Starting))).await;
+        let _ = tokio::time::timeout(limit, rx.wait_for(|r| !matches!(r, Readiness::Starting))).await;
         rx.borrow().clone()
     }
 
@@ -225,8 +234,8 @@ impl SessionOpener for Opener {
                 return Err(OpenError::ShuttingDown);
             }
             let mut rx = inner.readiness.subscribe();
-            let waited =
-                tokio::time::timeout(inner.cfg.init_timeout, rx.wait_for(|r| !matches!(r, Readiness::Starting))).await;
+            let limit = inner.cfg.init_timeout + PROBE_SLACK;
+            let waited = tokio::time::timeout(limit, rx.wait_for(|r| !matches!(r, Readiness::Starting))).await;
             match waited.ok().and_then(|r| r.ok()).map(|r| r.clone()) {
                 Some(Readiness::Ready(_)) => {}
                 Some(Readiness::Failed(f)) => return Err(OpenError::NotReady(f.message)),

@@ -92,9 +92,9 @@ pub(super) async fn probe(inner: &Inner) -> Readiness {
         Err(_) => failure(
             "InitializeTimeout",
             format!(
-                "`{argv}` did not answer initialize within {}s; is it a stdio MCP server? \
+                "`{argv}` did not answer initialize within {}; is it a stdio MCP server? \
                  (a first `uvx`/`npx` run may be downloading: retry, or raise the timeout)",
-                timeout.as_secs()
+                humantime::format_duration(timeout)
             ),
             None,
         ),

@@ -9,12 +9,16 @@
 //! the peer sent; only the envelope (`id`, `method`, progress token) is parsed.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    borrow::Cow,
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
 };
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{
+    Deserialize,
+    de::{DeserializeSeed, IgnoredAny},
+};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 
@@ -24,6 +28,9 @@ use super::child::ExitInfo;
 const BACKLOG: usize = 256;
 /// Buffer of each outgoing stream.
 const STREAM_BUFFER: usize = 64;
+/// Most unanswered standalone-stream requests remembered per session (a server need not
+/// answer a cancelled request; past this, a new request just is not remembered).
+const MAX_UNROUTED: usize = 1024;
 
 /// A bidirectional JSON-RPC pipe to a server: a child's stdio or an in-process handler.
 pub struct Upstream {
@@ -44,20 +51,99 @@ pub struct Envelope<'a> {
     pub params: Option<EnvelopeParams<'a>>,
 }
 
-#[derive(Deserialize)]
+/// What the router reads of `params`. Any JSON is accepted (JSON-RPC also allows by-position
+/// `params`, and the bridge forwards whatever the server understands); only an object's
+/// progress tokens are kept.
+#[derive(Default)]
 pub struct EnvelopeParams<'a> {
     /// Set on `notifications/progress` from the server.
-    #[serde(rename = "progressToken", borrow, default)]
     pub progress_token: Option<&'a RawValue>,
     /// Requests from the client carry their token in `_meta.progressToken`.
-    #[serde(rename = "_meta", borrow, default)]
     pub meta: Option<EnvelopeMeta<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 pub struct EnvelopeMeta<'a> {
-    #[serde(rename = "progressToken", borrow, default)]
     pub progress_token: Option<&'a RawValue>,
+}
+
+/// Reads the `progressToken` and (when `meta_too`) `_meta` members of an object; any other
+/// JSON value reads as neither.
+struct Lenient<'a> {
+    progress_token: Option<&'a RawValue>,
+    meta: Option<EnvelopeMeta<'a>>,
+}
+
+struct LenientVisitor {
+    meta_too: bool,
+}
+
+impl<'de> serde::de::Visitor<'de> for LenientVisitor {
+    type Value = Lenient<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Lenient { progress_token: None, meta: None };
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "progressToken" => out.progress_token = map.next_value()?,
+                "_meta" if self.meta_too => {
+                    let meta = map.next_value_seed(LenientSeed { meta_too: false })?;
+                    out.meta = Some(EnvelopeMeta { progress_token: meta.progress_token });
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Lenient { progress_token: None, meta: None })
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Lenient { progress_token: None, meta: None })
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Lenient { progress_token: None, meta: None })
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Lenient { progress_token: None, meta: None })
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Lenient { progress_token: None, meta: None })
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Lenient { progress_token: None, meta: None })
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Lenient { progress_token: None, meta: None })
+    }
+}
+
+struct LenientSeed {
+    meta_too: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for LenientSeed {
+    type Value = Lenient<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(LenientVisitor { meta_too: self.meta_too })
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for EnvelopeParams<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let l = LenientSeed { meta_too: true }.deserialize(d)?;
+        Ok(EnvelopeParams { progress_token: l.progress_token, meta: l.meta })
+    }
 }
 
 impl Envelope<'_> {
@@ -67,8 +153,44 @@ impl Envelope<'_> {
     pub fn is_response(&self) -> bool {
         self.id.is_some() && self.method.is_none()
     }
+    /// The id as the router keys it (see [`id_key`]); empty when there is none.
+    pub fn id_key(&self) -> Cow<'_, str> {
+        self.id.map(id_key).unwrap_or_default()
+    }
     fn request_progress_token(&self) -> Option<&RawValue> {
         self.params.as_ref()?.meta.as_ref()?.progress_token
+    }
+}
+
+/// The routing key of a JSON-RPC id (or progress token): its JSON text, in one canonical
+/// spelling. Servers re-encode the ids they answer, and not always the same way: Python's
+/// `json` writes `"é"` as `"\u00e9"` and `1e2` as `100.0`, so a response must match however
+/// its id is spelled. Plain ASCII strings and integers (nearly every id) are used as they are.
+pub fn id_key(raw: &RawValue) -> Cow<'_, str> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') if text.contains('\\') || !text.is_ascii() => match serde_json::from_str::<String>(text) {
+            Ok(s) => Cow::Owned(serde_json::Value::String(s).to_string()),
+            Err(_) => Cow::Borrowed(text),
+        },
+        Some(b'-' | b'0'..=b'9') => number_key(text),
+        _ => Cow::Borrowed(text),
+    }
+}
+
+fn number_key(text: &str) -> Cow<'_, str> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.bytes().all(|b| b.is_ascii_digit()) {
+        // An integer: kept exactly (it may not fit an f64), except that -0 is 0.
+        return if digits.bytes().all(|b| b == b'0') { Cow::Borrowed("0") } else { Cow::Borrowed(text) };
+    }
+    match text.parse::<f64>() {
+        // 2^53: integral values below it are exact, and a server may write 1.0e2, 100.0 or 100.
+        Ok(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 9_007_199_254_740_992.0 => {
+            Cow::Owned((x as i64).to_string())
+        }
+        Ok(x) if x.is_finite() => Cow::Owned(x.to_string()),
+        _ => Cow::Borrowed(text),
     }
 }
 
@@ -81,6 +203,9 @@ struct Routes {
     /// Request id → its progress token, to forget the token with the response.
     token_of: HashMap<Box<str>, Box<str>>,
     standalone: Option<mpsc::Sender<Bytes>>,
+    /// Requests whose response goes to the standalone stream (legacy SSE), so that they can be
+    /// answered with an error if the server ends first. At most [`MAX_UNROUTED`].
+    unrouted: HashSet<Box<str>>,
     backlog: VecDeque<Bytes>,
     closed: bool,
 }
@@ -126,22 +251,37 @@ impl Relay {
         envelopes: &[Envelope<'_>],
         reply_to: Option<&mpsc::Sender<Bytes>>,
     ) -> Result<(), RelayError> {
-        if let Some(stream) = reply_to {
-            let mut routes = self.routes.lock().expect("routes poisoned");
-            if routes.closed {
-                return Err(RelayError::Closed);
-            }
-            for env in envelopes.iter().filter(|e| e.is_request()) {
-                let id: Box<str> = env.id.map(|r| r.get()).unwrap_or_default().into();
-                if let Some(token) = env.request_progress_token() {
-                    let token: Box<str> = token.get().into();
-                    routes.progress.insert(token.clone(), stream.clone());
-                    routes.token_of.insert(id.clone(), token);
+        self.register(envelopes, reply_to)?;
+        self.to_upstream.send(message).await.map_err(|_| RelayError::Closed)
+    }
+
+    /// Remember where the responses to the requests among `envelopes` go.
+    fn register(&self, envelopes: &[Envelope<'_>], reply_to: Option<&mpsc::Sender<Bytes>>) -> Result<(), RelayError> {
+        if !envelopes.iter().any(Envelope::is_request) {
+            return Ok(());
+        }
+        let mut routes = self.routes.lock().expect("routes poisoned");
+        if routes.closed {
+            return Err(RelayError::Closed);
+        }
+        for env in envelopes.iter().filter(|e| e.is_request()) {
+            let id: Box<str> = env.id_key().into();
+            match reply_to {
+                Some(stream) => {
+                    if let Some(token) = env.request_progress_token() {
+                        let token: Box<str> = id_key(token).into();
+                        routes.progress.insert(token.clone(), stream.clone());
+                        routes.token_of.insert(id.clone(), token);
+                    }
+                    routes.pending.insert(id, stream.clone());
                 }
-                routes.pending.insert(id, stream.clone());
+                None if routes.unrouted.len() < MAX_UNROUTED => {
+                    routes.unrouted.insert(id);
+                }
+                None => {}
             }
         }
-        self.to_upstream.send(message).await.map_err(|_| RelayError::Closed)
+        Ok(())
     }
 
     /// A stream for everything not tied to a request (the GET stream, or the SSE stream). It
@@ -193,20 +333,29 @@ async fn dispatch(
         }
     }
     let reason = describe_end(exit).await;
-    let pending: Vec<_> = {
+    let (pending, unrouted, standalone) = {
         let mut r = routes.lock().expect("routes poisoned");
         r.closed = true;
-        r.standalone = None;
         r.progress.clear();
-        r.pending.drain().collect()
+        let standalone = r.standalone.take();
+        let unrouted: Vec<_> = r.unrouted.drain().collect();
+        (r.pending.drain().collect::<Vec<_>>(), unrouted, standalone)
     };
-    for (id, stream) in pending {
+    let error = |id: &str| {
         let error = serde_json::json!({
             "jsonrpc": "2.0",
-            "id": serde_json::from_str::<serde_json::Value>(&id).unwrap_or_default(),
+            "id": serde_json::from_str::<serde_json::Value>(id).unwrap_or_default(),
             "error": {"code": -32000, "message": reason},
         });
-        let _ = stream.send(Bytes::from(error.to_string())).await;
+        Bytes::from(error.to_string())
+    };
+    for (id, stream) in pending {
+        let _ = stream.send(error(&id)).await;
+    }
+    if let Some(stream) = standalone {
+        for id in unrouted {
+            let _ = stream.send(error(&id)).await;
+        }
     }
     let _ = closed.send(true);
 }
@@ -218,16 +367,17 @@ fn route(r: &mut Routes, msg: &Bytes) -> Option<mpsc::Sender<Bytes>> {
         return general_target(r, msg);
     };
     if env.is_response() {
-        let id: &str = env.id.map(|r| r.get()).unwrap_or_default();
-        if let Some(token) = r.token_of.remove(id) {
+        let id = env.id_key();
+        if let Some(token) = r.token_of.remove(&*id) {
             r.progress.remove(&token);
         }
-        if let Some(stream) = r.pending.remove(id) {
+        if let Some(stream) = r.pending.remove(&*id) {
             return Some(stream);
         }
+        r.unrouted.remove(&*id);
     } else if env.method.as_deref() == Some("notifications/progress")
         && let Some(token) = env.params.as_ref().and_then(|p| p.progress_token)
-        && let Some(stream) = r.progress.get(token.get())
+        && let Some(stream) = r.progress.get(&*id_key(token))
     {
         return Some(stream.clone());
     }
@@ -339,5 +489,54 @@ mod tests {
         assert!(reply.contains(r#""id":3"#) && reply.contains("error"), "{reply}");
         relay.closed().await;
         assert!(relay.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_response_matches_its_request_however_the_server_spells_the_id() {
+        let (relay, _server_in, server_out) = pipe();
+        let (a_tx, mut a_rx) = mpsc::channel(8);
+        let text = r#"{"jsonrpc":"2.0","id":"é\u0041","method":"ping"}"#;
+        let env: Envelope = serde_json::from_str(text).unwrap();
+        relay.send(Bytes::from(text), &[env], Some(&a_tx)).await.unwrap();
+        // Python's json module writes every non-ASCII character as an escape.
+        server_out.send(Bytes::from(r#"{"jsonrpc":"2.0","id":"\u00e9A","result":{}}"#)).await.unwrap();
+        assert!(next(&mut a_rx).await.contains("result"));
+    }
+
+    #[tokio::test]
+    async fn requests_on_the_standalone_stream_get_an_error_when_the_server_ends() {
+        let (relay, _server_in, server_out) = pipe();
+        let mut standalone = relay.open_standalone().unwrap();
+        for id in ["1", "2"] {
+            let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call"}}"#);
+            let env: Envelope = serde_json::from_str(&text).unwrap();
+            relay.send(Bytes::from(text.clone()), &[env], None).await.unwrap();
+        }
+        server_out.send(Bytes::from(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)).await.unwrap();
+        assert!(next(&mut standalone).await.contains("result"));
+        drop(server_out);
+        let reply = next(&mut standalone).await;
+        assert!(reply.contains(r#""id":2"#) && reply.contains("closed the session"), "{reply}");
+        assert!(tokio::time::timeout(Duration::from_secs(2), standalone.recv()).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn envelopes_accept_any_params() {
+        for text in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"sum","params":[1,2]}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":"not an object"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":null}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":"s"}"#,
+        ] {
+            let env: Envelope = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert!(env.is_request() && env.request_progress_token().is_none(), "{text}");
+        }
+        let text = r#"{"id":1,"method":"x","params":{"a":[{}],"_meta":{"x":1,"progressToken":"t"}}}"#;
+        let env: Envelope = serde_json::from_str(text).unwrap();
+        assert_eq!(env.request_progress_token().map(RawValue::get), Some(r#""t""#));
+        let text = r#"{"method":"notifications/progress","params":{"progressToken":7,"progress":1}}"#;
+        let env: Envelope = serde_json::from_str(text).unwrap();
+        assert_eq!(env.params.unwrap().progress_token.map(RawValue::get), Some("7"));
+        assert!(serde_json::from_str::<Envelope>(r#"{"id":1,"method":5}"#).is_err());
     }
 }

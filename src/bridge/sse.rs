@@ -85,7 +85,7 @@ async fn message(State(table): State<Arc<SessionTable>>, Query(q): Query<Session
     };
     let batch = match parse_batch(&body) {
         Ok(b) => b,
-        Err(e) => return jsonrpc_error(StatusCode::BAD_REQUEST, None, -32700, &format!("Parse error: {e}")),
+        Err((code, e)) => return jsonrpc_error(StatusCode::BAD_REQUEST, None, code, &e),
     };
     for (raw, env) in batch.raw.iter().zip(&batch.envelopes) {
         if let Err(e) = session.relay.send(one_line(&body, raw), std::slice::from_ref(env), None).await {

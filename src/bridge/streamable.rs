@@ -40,22 +40,67 @@ pub(crate) struct Batch<'a> {
     pub envelopes: Vec<Envelope<'a>>,
 }
 
-pub(crate) fn parse_batch(body: &[u8]) -> Result<Batch<'_>, String> {
+/// Why a body is not a JSON-RPC message or batch: the JSON-RPC error code and a sentence.
+pub(crate) type BatchError = (i64, String);
+
+pub(crate) fn parse_batch(body: &[u8]) -> Result<Batch<'_>, BatchError> {
+    const PARSE_ERROR: i64 = -32700;
+    const INVALID_REQUEST: i64 = -32600;
     let start = body.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(body.len());
     let raw: Vec<&RawValue> = if body.get(start) == Some(&b'[') {
-        serde_json::from_slice(body).map_err(|e| format!("the body is not a JSON-RPC batch: {e}"))?
+        serde_json::from_slice(body)
+            .map_err(|e| (PARSE_ERROR, format!("Parse error: the body is not a JSON-RPC batch: {e}")))?
     } else {
-        vec![serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?]
+        vec![
+            serde_json::from_slice(body)
+                .map_err(|e| (PARSE_ERROR, format!("Parse error: the body is not JSON: {e}")))?,
+        ]
     };
     if raw.is_empty() {
-        return Err("the batch is empty".into());
+        return Err((INVALID_REQUEST, "Invalid Request: the batch is empty".into()));
     }
     let envelopes = raw
         .iter()
         .map(|r| serde_json::from_str::<Envelope>(r.get()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not a JSON-RPC message: {e}"))?;
+        .map_err(|e| (INVALID_REQUEST, format!("Invalid Request: not a JSON-RPC message: {e}")))?;
+    for (raw, env) in raw.iter().zip(&envelopes) {
+        // An array would pass for a message (serde reads a struct from a sequence too).
+        if !raw.get().starts_with('{') {
+            return Err((
+                INVALID_REQUEST,
+                format!("Invalid Request: a message must be a JSON object, got {}", preview(raw.get())),
+            ));
+        }
+        // Only a string or a finite number can be matched to its response: servers re-encode
+        // ids their own way (and write an out-of-range number as `Infinity`).
+        if let Some(id) = env.id
+            && !valid_id(id.get())
+        {
+            return Err((
+                INVALID_REQUEST,
+                format!("Invalid Request: the id must be a string or a number, got {}", preview(id.get())),
+            ));
+        }
+    }
     Ok(Batch { raw, envelopes })
+}
+
+fn valid_id(text: &str) -> bool {
+    match text.as_bytes()[0] {
+        b'"' => true,
+        b'-' | b'0'..=b'9' => text.parse::<f64>().is_ok_and(f64::is_finite),
+        _ => false,
+    }
+}
+
+/// The start of a client's text, for an error message.
+fn preview(text: &str) -> &str {
+    let mut cut = text.len().min(64);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
 }
 
 /// One message as a single line for a stdio server: the original bytes when they already are.
@@ -92,7 +137,7 @@ fn accepts(headers: &HeaderMap, mime: &str) -> bool {
 async fn post_message(State(table): State<Arc<SessionTable>>, headers: HeaderMap, body: Bytes) -> Response {
     let batch = match parse_batch(&body) {
         Ok(b) => b,
-        Err(e) => return jsonrpc_error(StatusCode::BAD_REQUEST, None, -32700, &format!("Parse error: {e}")),
+        Err((code, e)) => return jsonrpc_error(StatusCode::BAD_REQUEST, None, code, &e),
     };
     let init = batch.envelopes.iter().find(|e| e.method.as_deref() == Some("initialize"));
     let session = match (session_id(&headers), init) {
@@ -121,12 +166,8 @@ async fn post_message(State(table): State<Arc<SessionTable>>, headers: HeaderMap
         }
     };
     let session_header = HeaderValue::from_str(&session.id).expect("hex id");
-    let expected: HashSet<Box<str>> = batch
-        .envelopes
-        .iter()
-        .filter(|e| e.is_request())
-        .map(|e| e.id.map(|r| r.get()).unwrap_or_default().into())
-        .collect();
+    let expected: HashSet<Box<str>> =
+        batch.envelopes.iter().filter(|e| e.is_request()).map(|e| e.id_key().into()).collect();
 
     let reply = if expected.is_empty() { None } else { Some(mpsc::channel::<Bytes>(64)) };
     for (raw, env) in batch.raw.iter().zip(&batch.envelopes) {
@@ -175,7 +216,7 @@ impl PendingReplies {
         if let Ok(env) = serde_json::from_slice::<Envelope>(&msg)
             && env.is_response()
         {
-            is_response = self.expected.remove(env.id.map(|r| r.get()).unwrap_or_default());
+            is_response = self.expected.remove(&*env.id_key());
         }
         Some((msg, is_response))
     }

@@ -9,6 +9,9 @@ mod bad_input;
 mod bridge;
 /// deploy/kubernetes/: exactly the RBAC the runtime uses, a locked-down pod, kubectl accepts it.
 mod deploy;
+/// Misbehaving servers (exit mid-call, stdout garbage, no initialize, stderr flood, SIGTERM
+/// ignored): clear errors, no hang, no leak.
+mod faults;
 /// create → connect over streamable HTTP and SSE → call → list → delete, over stdio and HTTP.
 mod lifecycle;
 /// Mounted tools appear, answer and disappear, with tools/list_changed.
