@@ -1,7 +1,9 @@
-//! Server names: `<base>-<8 random [a-z0-9]>`, valid RFC 1123 labels of at most 63 characters.
+//! Server names: `<base>-<8 random [a-z0-9]>`, valid RFC 1123 labels of at most 63 characters
+//! that start with a letter.
 //!
 //! The same name is the local runtime's key and, on Kubernetes, the Job, Service and Secret
-//! name, so it must satisfy the strictest of those rules. Names are random, never reused.
+//! name, so it must satisfy the strictest of those rules: a Service name is an RFC 1035 label,
+//! which cannot start with a digit. Names are random, never reused.
 
 use rand::RngExt;
 
@@ -11,12 +13,15 @@ const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 /// A fresh name for a server made from `base` (a preset name, an executable, an image).
 ///
-/// `base` is reduced to `[a-z0-9-]`, trimmed so the whole name fits in 63 characters, and
-/// replaced by `mcp` when nothing usable is left.
+/// `base` is reduced to `[a-z0-9-]`, prefixed with `mcp-` when it starts with a digit, trimmed
+/// so the whole name fits in 63 characters, and replaced by `mcp` when nothing usable is left.
 pub fn generate(base: &str) -> String {
     let mut rng = rand::rng();
     let suffix: String = (0..SUFFIX_LEN).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
     let mut stem = sanitize(base);
+    if stem.starts_with(|c: char| c.is_ascii_digit()) {
+        stem.insert_str(0, "mcp-");
+    }
     stem.truncate(MAX_LEN - SUFFIX_LEN - 1);
     let stem = stem.trim_matches('-');
     let stem = if stem.is_empty() { "mcp" } else { stem };
@@ -67,9 +72,12 @@ mod tests {
             "UPPER case and spaces",
             &"x".repeat(200),
             "ünïcödé",
+            "3d-printer",
+            "/opt/servers/2fa:1",
         ] {
             let name = generate(base);
             assert!(is_rfc1123_label(&name), "{base:?} gave {name:?}");
+            assert!(name.starts_with(|c: char| c.is_ascii_lowercase()), "{base:?} gave {name:?}");
         }
     }
 
@@ -80,6 +88,7 @@ mod tests {
         assert!(generate("ghcr.io/org/fetch:latest").starts_with("fetch-"));
         assert!(generate("mcp-server-git@1.2").starts_with("mcp-server-git-"));
         assert_eq!(generate("x").len(), 10);
+        assert!(generate("3d-printer").starts_with("mcp-3d-printer-"));
     }
 
     #[test]

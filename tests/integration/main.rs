@@ -16,5 +16,7 @@ mod faults;
 mod lifecycle;
 /// Mounted tools appear, answer and disappear, with tools/list_changed.
 mod mounting;
+/// Property tests (proptest, in place of fuzzing) of every parser of untrusted input.
+mod properties;
 /// Nothing outlives the meta server.
 mod shutdown;
