@@ -20,7 +20,13 @@ FROM node:${NODE_VERSION}-bookworm-slim AS node
 
 # --- build ----------------------------------------------------------------------------------
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
-# The slim image has gcc and libc6-dev, all `ring` needs; kube uses rustls, so no OpenSSL.
+# A static (musl) binary: the Kubernetes runtime also copies it into `image` servers' containers
+# (an init container), which may be Alpine or distroless. musl-gcc builds `ring`; kube uses
+# rustls, so no OpenSSL.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends musl-tools \
+ && rm -rf /var/lib/apt/lists/* \
+ && rustup target add "$(uname -m)-unknown-linux-musl"
 WORKDIR /src
 COPY . .
 # The registry and target/ live in cache mounts, so a source change rebuilds only this crate.
@@ -28,8 +34,9 @@ COPY . .
 # The git commit reads "unknown": .git is not in the build context.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked \
- && install -D -m 0755 target/release/mcp-ephemeral /out/mcp-ephemeral
+    target="$(uname -m)-unknown-linux-musl" \
+ && cargo build --release --locked --target "$target" \
+ && install -D -s -m 0755 "target/$target/release/mcp-ephemeral" /out/mcp-ephemeral
 
 # --- runtime --------------------------------------------------------------------------------
 FROM debian:bookworm-slim
