@@ -1,6 +1,8 @@
 //! Integration tests: the real binary, real MCP servers from PyPI and npm, real HTTP.
 //! One test binary with a module per area (fewer binaries link faster).
 
+#[path = "../support/fake_kube/mod.rs"]
+mod fake_kube;
 mod support;
 
 /// Bad requests get clear tool errors and change nothing.
@@ -9,6 +11,8 @@ mod bad_input;
 mod bridge;
 /// deploy/kubernetes/: exactly the RBAC the runtime uses, a locked-down pod, kubectl accepts it.
 mod deploy;
+/// The fake Kubernetes API server in tests/support/fake_kube, checked with the real kube client.
+mod fake_kube_selftest;
 /// Misbehaving servers (exit mid-call, stdout garbage, no initialize, stderr flood, SIGTERM
 /// ignored): clear errors, no hang, no leak.
 mod faults;

@@ -1,0 +1,207 @@
+//! Faults a test injects at run time: error answers for matching requests, added latency, 403s
+//! that mimic missing RBAC, a 409 on the next create, and dropped watch streams.
+//!
+//! A rule matches a request by RBAC verb (`get`, `list`, `watch`, `create`, `update`, `patch`,
+//! `delete`, `deletecollection`) and resource (`jobs`, `pods/log`, optionally `jobs.batch`); `"*"`
+//! matches anything.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::status::ApiError;
+
+#[derive(Debug, Clone)]
+enum Action {
+    Fail(u16),
+    Delay(Duration),
+    Forbid,
+    Conflict,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    verb: String,
+    resource: String,
+    action: Action,
+    /// How many more requests it applies to (None: until cleared or expired).
+    remaining: Option<usize>,
+    until: Option<Instant>,
+}
+
+impl Rule {
+    fn matches(&self, verb: &str, group: &str, resource: &str) -> bool {
+        let verb_ok = self.verb == "*" || self.verb == verb;
+        let qualified = if group.is_empty() {
+            resource.to_string()
+        } else {
+            match resource.split_once('/') {
+                Some((r, sub)) => format!("{r}.{group}/{sub}"),
+                None => format!("{resource}.{group}"),
+            }
+        };
+        let resource_ok = self.resource == "*" || self.resource == resource || self.resource == qualified;
+        verb_ok && resource_ok
+    }
+}
+
+struct FaultState {
+    rules: Mutex<Vec<Rule>>,
+    /// Bumped to end every open watch.
+    drop_generation: watch::Sender<u64>,
+    /// Every watch response ends after this many events (usize::MAX: never).
+    drop_after: AtomicUsize,
+}
+
+/// The handle a test uses to inject faults; cheap to clone, thread-safe.
+#[derive(Clone)]
+pub struct Faults(Arc<FaultState>);
+
+/// What the fault rules decide for one request.
+pub(crate) struct Decision {
+    pub delay: Duration,
+    pub error: Option<ApiError>,
+    /// Answer this create with 409 Conflict (the name is only known once the body is read).
+    pub conflict: bool,
+}
+
+fn reason_for(code: u16) -> &'static str {
+    match code {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        409 => "Conflict",
+        410 => "Expired",
+        422 => "Invalid",
+        429 => "TooManyRequests",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        _ => "InternalError",
+    }
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults(Arc::new(FaultState {
+            rules: Mutex::new(Vec::new()),
+            drop_generation: watch::channel(0).0,
+            drop_after: AtomicUsize::new(usize::MAX),
+        }))
+    }
+}
+
+impl Faults {
+    fn push(&self, verb: &str, resource: &str, action: Action, remaining: Option<usize>, until: Option<Instant>) {
+        self.0.rules.lock().expect("faults lock").push(Rule {
+            verb: verb.into(),
+            resource: resource.into(),
+            action,
+            remaining,
+            until,
+        });
+    }
+
+    /// Answer the next `n` matching requests with 500 InternalError.
+    pub fn fail_next(&self, verb: &str, resource: &str, n: usize) {
+        self.fail_next_with(verb, resource, n, 500);
+    }
+
+    /// Answer the next `n` matching requests with `code` (e.g. 503, which kube's client retries).
+    pub fn fail_next_with(&self, verb: &str, resource: &str, n: usize, code: u16) {
+        if n > 0 {
+            self.push(verb, resource, Action::Fail(code), Some(n), None);
+        }
+    }
+
+    /// Answer every matching request with 500 for `window`.
+    pub fn fail_for(&self, verb: &str, resource: &str, window: Duration) {
+        self.push(verb, resource, Action::Fail(500), None, Some(Instant::now() + window));
+    }
+
+    /// Add `delay` before answering matching requests (until `clear`).
+    pub fn delay(&self, verb: &str, resource: &str, delay: Duration) {
+        self.push(verb, resource, Action::Delay(delay), None, None);
+    }
+
+    /// Answer matching requests with RBAC's 403 Forbidden (until `clear`), e.g. `forbid("get", "namespaces")`.
+    pub fn forbid(&self, verb: &str, resource: &str) {
+        self.push(verb, resource, Action::Forbid, None, None);
+    }
+
+    /// Answer the next create of `resource` with 409 Conflict.
+    pub fn conflict_next_create(&self, resource: &str) {
+        self.push("create", resource, Action::Conflict, Some(1), None);
+    }
+
+    /// End the HTTP response of every open watch now (cleanly, as when the API server's watch
+    /// timeout ends it).
+    pub fn drop_watches(&self) {
+        self.0.drop_generation.send_modify(|g| *g += 1);
+    }
+
+    /// End every watch response (open or future) after it has sent `k` events; None: never.
+    pub fn drop_watches_after(&self, k: Option<usize>) {
+        self.0.drop_after.store(k.unwrap_or(usize::MAX), Ordering::SeqCst);
+    }
+
+    /// Remove every rule (watches already dropped stay dropped).
+    pub fn clear(&self) {
+        self.0.rules.lock().expect("faults lock").clear();
+        self.drop_watches_after(None);
+    }
+
+    pub(crate) fn drop_signal(&self) -> watch::Receiver<u64> {
+        self.0.drop_generation.subscribe()
+    }
+
+    pub(crate) fn drop_after(&self) -> usize {
+        self.0.drop_after.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn decide(
+        &self,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        ns: Option<&str>,
+        name: Option<&str>,
+    ) -> Decision {
+        let mut d = Decision { delay: Duration::ZERO, error: None, conflict: false };
+        let now = Instant::now();
+        let mut rules = self.0.rules.lock().expect("faults lock");
+        rules.retain(|r| r.until.is_none_or(|u| u > now) && r.remaining != Some(0));
+        for r in rules.iter_mut() {
+            if !r.matches(verb, group, resource) {
+                continue;
+            }
+            match r.action {
+                Action::Delay(t) => d.delay += t,
+                _ if d.error.is_some() || d.conflict => continue,
+                Action::Fail(code) => {
+                    let msg = format!("fake fault injected by the test ({verb} {resource})");
+                    d.error = Some(ApiError {
+                        details: Some(json!({ "causes": [{ "message": msg }] })),
+                        ..ApiError::new(code, reason_for(code), format!("Internal error occurred: {msg}"))
+                    });
+                }
+                Action::Forbid => d.error = Some(ApiError::forbidden(verb, group, resource, ns, name)),
+                Action::Conflict => d.conflict = true,
+            }
+            if !matches!(r.action, Action::Delay(_))
+                && let Some(n) = r.remaining.as_mut()
+            {
+                *n -= 1;
+            }
+        }
+        rules.retain(|r| r.remaining != Some(0));
+        d
+    }
+}
