@@ -157,9 +157,14 @@ async fn a_failing_server_reports_its_exit_code_and_stderr() {
 async fn expired_servers_are_reaped_with_their_processes() {
     tokio::time::timeout(TEST_LIMIT, async {
         let (meta, pid) = meta_stdio(&[]).await;
-        let server =
-            call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true, "ttl_seconds": 8}))
-                .await;
+        // A quick-starting server: `uvx` can take most of an 8 s TTL on a loaded machine.
+        let fixture = format!("{}/tests/fixtures/faulty_server.py", env!("CARGO_MANIFEST_DIR"));
+        let server = call_ok(
+            &meta,
+            "create_mcp_server",
+            json!({"runtime_exec": "python3", "runtime_mcp": fixture, "runtime_args": ["ok"], "wait_for_ready": true, "ttl_seconds": 8}),
+        )
+        .await;
         let processes = descendants(pid);
         assert!(!processes.is_empty());
         let expires = humantime::parse_rfc3339(server["expires_at"].as_str().unwrap()).unwrap();

@@ -16,6 +16,8 @@ mod fake_kube_selftest;
 /// Misbehaving servers (exit mid-call, stdout garbage, no initialize, stderr flood, SIGTERM
 /// ignored): clear errors, no hang, no leak.
 mod faults;
+/// `serve --runtime kubernetes` against the fake API server: objects, readiness, faults, restarts.
+mod kubernetes;
 /// create → connect over streamable HTTP and SSE → call → list → delete, over stdio and HTTP.
 mod lifecycle;
 /// Mounted tools appear, answer and disappear, with tools/list_changed.
@@ -24,3 +26,5 @@ mod mounting;
 mod properties;
 /// Nothing outlives the meta server.
 mod shutdown;
+/// Churn and load, then no leaked process, memory or descriptor (ignored: minutes).
+mod soak;

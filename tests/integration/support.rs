@@ -90,9 +90,16 @@ pub struct HttpMeta {
 
 impl HttpMeta {
     pub async fn start(extra: &[&str]) -> HttpMeta {
+        HttpMeta::start_with_env(extra, &[]).await
+    }
+
+    /// Like `start`, with extra environment variables for the meta server.
+    pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> HttpMeta {
         let mut child = tokio::process::Command::new(BIN)
             .args(["serve", "--transport", "http", "--listen", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .env("MCP_EPHEMERAL_LOG", "mcp_ephemeral=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
