@@ -92,28 +92,40 @@ pub struct ServerInfo {
 }
 
 impl ServerInfo {
-    /// The fields every runtime fills the same way from the spec.
-    pub fn from_spec(spec: &ServerSpec, phase: Phase, urls: Urls) -> ServerInfo {
+    /// A server known by name, URLs and times; every other field empty.
+    pub fn new(job_name: String, phase: Phase, urls: Urls, created: SystemTime, expires: SystemTime) -> ServerInfo {
         ServerInfo {
-            job_name: spec.name.clone(),
+            job_name,
             phase,
             reason: None,
             message: None,
-            preset: spec.preset.clone(),
-            command: spec.command_line(),
+            preset: None,
+            command: Vec::new(),
             urls,
-            created_at: rfc3339(spec.created_at),
-            expires_at: rfc3339(spec.expires_at),
-            labels: standard_labels(spec),
-            env_names: spec.env.keys().cloned().collect(),
-            secret_env_names: spec.secret_env.keys().cloned().collect(),
+            created_at: rfc3339(created),
+            expires_at: rfc3339(expires),
+            labels: BTreeMap::new(),
+            env_names: Vec::new(),
+            secret_env_names: Vec::new(),
             restarts: 0,
             exit_code: None,
             tools: None,
             sessions: None,
             ready_after_ms: None,
             log_tail: None,
-            expires: spec.expires_at,
+            expires,
+        }
+    }
+
+    /// The fields every runtime fills the same way from the spec.
+    pub fn from_spec(spec: &ServerSpec, phase: Phase, urls: Urls) -> ServerInfo {
+        ServerInfo {
+            preset: spec.preset.clone(),
+            command: spec.command_line(),
+            labels: standard_labels(spec),
+            env_names: spec.env.keys().cloned().collect(),
+            secret_env_names: spec.secret_env.keys().cloned().collect(),
+            ..ServerInfo::new(spec.name.clone(), phase, urls, spec.created_at, spec.expires_at)
         }
     }
 }

@@ -200,26 +200,14 @@ pub fn server_info(job: &Job, pod: Option<&Pod>, urls: Urls) -> ServerInfo {
         let deadline = job.spec.as_ref().and_then(|s| s.active_deadline_seconds).unwrap_or(0).max(0) as u64;
         created + Duration::from_secs(deadline)
     });
+    let preset = labels.get(LABEL_PRESET).cloned().filter(|p| p != "custom").or(annotation.preset.clone());
     let mut info = ServerInfo {
-        job_name: name,
-        phase: Phase::Pending,
-        reason: None,
-        message: None,
-        preset: labels.get(LABEL_PRESET).cloned().filter(|p| p != "custom").or(annotation.preset.clone()),
+        preset,
         command: annotation.command,
-        urls,
-        created_at: crate::runtime::rfc3339(created),
-        expires_at: crate::runtime::rfc3339(expires),
         labels,
         env_names: annotation.env_names,
         secret_env_names: annotation.secret_env_names,
-        restarts: 0,
-        exit_code: None,
-        tools: None,
-        sessions: None,
-        ready_after_ms: None,
-        log_tail: None,
-        expires,
+        ..ServerInfo::new(name, Phase::Pending, urls, created, expires)
     };
     if let Some(pod) = pod {
         info.restarts = pod
