@@ -1,2 +1,328 @@
-//! Benchmark suite (being written): `cargo bench --bench suite`.
-fn main() {}
+//! Benchmark suite: `cargo bench --bench suite` (see benches/README.md).
+//!
+//! Prepares its tools under `target/bench-tools/`, then measures `mcp-ephemeral bridge` against
+//! direct stdio, mcp-proxy and supergateway, and the meta server (`serve`); prints a markdown
+//! report and writes it into benches/README.md. Without `--bench` (as `cargo test --all-targets`
+//! runs it) it prints one line and exits.
+
+// The fake Kubernetes API server of the integration tests; its lints are checked there.
+#[allow(clippy::all)]
+#[path = "../tests/support/fake_kube/mod.rs"]
+mod fake_kube;
+#[path = "suite/kube.rs"]
+mod kube;
+#[path = "suite/measure.rs"]
+mod measure;
+#[path = "suite/meta.rs"]
+mod meta;
+#[path = "suite/peers.rs"]
+mod peers;
+#[path = "suite/procs.rs"]
+mod procs;
+#[path = "suite/report.rs"]
+mod report;
+#[path = "suite/tools.rs"]
+mod tools;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{
+    measure::{Bench, load_range, load1, sample_load, status_kb, stdio_target},
+    peers::{Bridge, Server, Transport},
+    report::{CallRow, MetaResults, Report, STDIO, SessionRow},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-ephemeral");
+
+/// Settings, from the environment (see benches/README.md).
+struct Config {
+    calls: usize,
+    concurrency: usize,
+    connects: usize,
+    paced: usize,
+    starts: usize,
+    creates: usize,
+    lists: usize,
+    list_servers: usize,
+    servers: Vec<String>,
+    sections: Vec<String>,
+}
+
+impl Config {
+    fn from_env() -> Result<Config> {
+        let num = |name: &str, default: usize| -> Result<usize> {
+            match std::env::var(name) {
+                Ok(v) => {
+                    v.trim().parse().ok().filter(|n| *n > 0).with_context(|| format!("{name}={v}: want a number > 0"))
+                }
+                Err(_) => Ok(default),
+            }
+        };
+        let list = |name: &str, all: &[&str]| -> Result<Vec<String>> {
+            let v = std::env::var(name).unwrap_or_else(|_| all.join(","));
+            let items: Vec<String> = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            if let Some(bad) = items.iter().find(|i| !all.contains(&i.as_str())) {
+                bail!("{name}: unknown {bad:?} (choose from {})", all.join(", "));
+            }
+            Ok(items)
+        };
+        Ok(Config {
+            calls: num("BENCH_CALLS", 1000)?,
+            concurrency: num("BENCH_CONCURRENCY", 8)?,
+            connects: num("BENCH_CONNECTS", 20)?,
+            paced: num("BENCH_PACED", 10)?,
+            starts: num("BENCH_STARTS", 20)?,
+            creates: num("BENCH_CREATES", 5)?,
+            lists: num("BENCH_LISTS", 20)?,
+            list_servers: num("BENCH_LIST_SERVERS", 200)?,
+            servers: list("BENCH_SERVERS", &["time", "everything"])?,
+            sections: list("BENCH_SECTIONS", &["bridge", "meta"])?,
+        })
+    }
+
+    fn settings(&self) -> Vec<(String, String)> {
+        vec![(
+            "settings".into(),
+            format!(
+                "BENCH_CALLS={} per figure, C=1 and C={} sessions, BENCH_CONNECTS={} (burst), BENCH_PACED={}, \
+                 BENCH_STARTS={}, BENCH_CREATES={}, BENCH_LISTS={} over BENCH_LIST_SERVERS={}",
+                self.calls,
+                self.concurrency,
+                self.connects,
+                self.paced,
+                self.starts,
+                self.creates,
+                self.lists,
+                self.list_servers
+            ),
+        )]
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("suite: benchmarks run only under `cargo bench --bench suite` (see benches/README.md); skipped");
+        return;
+    }
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        procs::kill_all();
+        default_hook(info);
+    }));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    let result = rt.block_on(async {
+        procs::kill_all_on_signal();
+        run().await
+    });
+    procs::kill_all();
+    if let Err(e) = result {
+        eprintln!("suite: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<()> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin = PathBuf::from(BIN);
+    let cfg = Config::from_env()?;
+    let tools = tools::prepare(repo)?;
+    let results = tools.root.join("results.jsonl");
+    let _ = std::fs::remove_file(&results);
+    let bench = Bench { tools: &tools, results };
+
+    wait_for_quiet().await?;
+    let load_start = load1();
+    if load_start > 0.5 {
+        eprintln!(
+            "suite: WARNING: 1-minute load average is {load_start:.2} before the run; figures from a busy machine \
+             are not comparable. Repeat on a quiet machine."
+        );
+    }
+    let mut report = Report {
+        machine: report::machine(repo),
+        settings: cfg.settings(),
+        versions: tools.versions.clone(),
+        ..Report::default()
+    };
+
+    if cfg.sections.iter().any(|s| s == "bridge") {
+        for server in peers::servers(&tools) {
+            let short = if server.name.contains("time") { "time" } else { "everything" };
+            if cfg.servers.iter().any(|s| s == short) {
+                bridge_section(&bench, &cfg, &bin, &server, &mut report).await;
+            }
+        }
+    }
+    if cfg.sections.iter().any(|s| s == "meta") {
+        report.meta = Some(meta_section(&bin, &tools, &cfg).await);
+    }
+
+    let load_end = load1();
+    let (lo, hi) = load_range();
+    let (lo, hi) = (lo.min(load_start).min(load_end), hi.max(load_start).max(load_end));
+    report.machine.push((
+        "load (1-min average)".into(),
+        format!("{load_start:.2} at start, {load_end:.2} at end, {lo:.2}–{hi:.2} over the run"),
+    ));
+    if load_start > 0.5 || hi > 3.0 {
+        report.notes.push(format!(
+            "The 1-minute load average was {load_start:.2} at the start and reached {hi:.2} (the suite alone keeps \
+             it near 1–2): something else was using the CPUs, so these figures are not final. Repeat on a quiet \
+             machine."
+        ));
+    }
+    report.notes.push(
+        "mcp-proxy runs with `--log-level WARNING` and supergateway with `--logLevel none` (their defaults log \
+         every request); supergateway is run as `node -r bind-localhost.cjs …/supergateway/dist/index.js` (it has \
+         no --host flag, and npx would add a wrapper process to the measured pid). Streamable HTTP on \
+         supergateway uses `--stateful` (one server per session, like mcp-ephemeral); its SSE mode and mcp-proxy \
+         share one server process among all sessions."
+            .into(),
+    );
+
+    let md = report.render();
+    println!("{md}");
+    std::fs::write(tools.root.join("results.md"), &md)?;
+    report::write_readme(&repo.join("benches/README.md"), &md)?;
+    eprintln!("suite: written to benches/README.md (and {})", tools.root.join("results.md").display());
+    Ok(())
+}
+
+/// With `BENCH_WAIT_QUIET=SECONDS`: wait up to that long for the 1-minute load average to drop
+/// below 0.5 before measuring.
+async fn wait_for_quiet() -> Result<()> {
+    let Ok(v) = std::env::var("BENCH_WAIT_QUIET") else { return Ok(()) };
+    let limit: u64 = v.trim().parse().with_context(|| format!("BENCH_WAIT_QUIET={v}: want seconds"))?;
+    let start = std::time::Instant::now();
+    while load1() >= 0.5 && start.elapsed().as_secs() < limit {
+        eprintln!("suite: waiting for a quiet machine (1-minute load {:.2})", load1());
+        tokio::time::sleep(Duration::from_secs(15)).await;
+    }
+    Ok(())
+}
+
+/// Direct stdio, then each bridge on each transport, on one server.
+async fn bridge_section(bench: &Bench<'_>, cfg: &Config, bin: &Path, server: &Server, report: &mut Report) {
+    eprintln!("suite: == {} ==", server.name);
+    let direct = stdio_target(&server.argv);
+    let label = |parts: &[&str]| format!("{}/{}", server.name, parts.join("/"));
+    for c in [1, cfg.concurrency] {
+        let fig =
+            bench.calls(&label(&["stdio", &format!("c{c}")]), &direct, server.tool, server.args, cfg.calls, c).await;
+        report.calls.push(CallRow {
+            server: server.name,
+            target: STDIO,
+            transport: "stdio",
+            concurrency: c,
+            fig: fig.map_err(|e| format!("{e:#}")),
+        });
+    }
+    let direct_connect = bench.connects(&label(&["stdio", "connect"]), &direct, cfg.connects).await;
+    // Long enough for a bridge to have a spare server started again: twice a direct start.
+    let pause = match &direct_connect {
+        Ok(c) if c.p50_us.is_finite() => Duration::from_secs_f64((2.0 * c.p50_us / 1e6).max(1.0)),
+        _ => Duration::from_secs(3),
+    };
+    report.sessions.push(SessionRow {
+        server: server.name,
+        target: STDIO,
+        transport: "stdio",
+        rss_idle_kb: None,
+        hwm_kb: None,
+        paced: Err("n/a (a new process each time: see burst)".into()),
+        burst: direct_connect.map_err(|e| format!("{e:#}")),
+    });
+
+    for bridge in Bridge::ALL {
+        for transport in Transport::ALL {
+            eprintln!("suite: {} via {} ({})", server.name, bridge.name(), transport.name());
+            let mut row = SessionRow {
+                server: server.name,
+                target: bridge.name(),
+                transport: transport.name(),
+                rss_idle_kb: None,
+                hwm_kb: None,
+                paced: Err("not run".into()),
+                burst: Err("not run".into()),
+            };
+            let running = match peers::start(bin, bench.tools, bridge, transport, server).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    eprintln!("suite: {e}");
+                    for c in [1, cfg.concurrency] {
+                        report.calls.push(CallRow {
+                            server: server.name,
+                            target: bridge.name(),
+                            transport: transport.name(),
+                            concurrency: c,
+                            fig: Err(e.clone()),
+                        });
+                    }
+                    row.paced = Err(e.clone());
+                    row.burst = Err(e);
+                    report.sessions.push(row);
+                    continue;
+                }
+            };
+            // Let start-up work (spares, imports, JIT) settle before the idle snapshot.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            sample_load();
+            row.rss_idle_kb = status_kb(running.pid(), "VmRSS");
+            let target = vec![transport.flag().to_string(), running.url.clone()];
+            let name = format!("{}-{}", bridge.name(), transport.name());
+            for c in [1, cfg.concurrency] {
+                let fig = bench
+                    .calls(&label(&[&name, &format!("c{c}")]), &target, server.tool, server.args, cfg.calls, c)
+                    .await;
+                report.calls.push(CallRow {
+                    server: server.name,
+                    target: bridge.name(),
+                    transport: transport.name(),
+                    concurrency: c,
+                    fig: fig.map_err(|e| format!("{e:#}")),
+                });
+            }
+            row.paced = bench
+                .paced_connects(&label(&[&name, "paced"]), &target, cfg.paced, pause)
+                .await
+                .map_err(|e| format!("{e:#}"));
+            row.burst =
+                bench.connects(&label(&[&name, "burst"]), &target, cfg.connects).await.map_err(|e| format!("{e:#}"));
+            row.hwm_kb = status_kb(running.pid(), "VmHWM");
+            if row.hwm_kb.is_none() {
+                row.burst = Err(format!("{} died during the runs; log: {}", bridge.name(), running.log.display()));
+            }
+            report.sessions.push(row);
+            running.stop().await;
+        }
+    }
+    // Keep the table order: per C, stdio then each transport's bridges.
+    let order = |r: &CallRow| {
+        let t = match r.transport {
+            "stdio" => 0,
+            "HTTP" => 1,
+            _ => 2,
+        };
+        let b = Bridge::ALL.iter().position(|b| b.name() == r.target).map_or(0, |p| p + 1);
+        (r.concurrency, t, b)
+    };
+    let first = report.calls.iter().position(|r| r.server == server.name).unwrap_or(0);
+    report.calls[first..].sort_by_key(order);
+}
+
+async fn meta_section(bin: &Path, tools: &tools::Tools, cfg: &Config) -> MetaResults {
+    eprintln!("suite: == meta server ==");
+    let start = meta::start_times(bin, tools, cfg.starts).await.into();
+    let idle = meta::idle_memory(bin, tools).await.into();
+    eprintln!("suite: create→ready (cold uv cache first: downloads mcp-server-time from PyPI)");
+    let creates = meta::create_figures(bin, tools, cfg.creates).await;
+    eprintln!("suite: list_mcp_servers with {} servers on the fake Kubernetes API", cfg.list_servers);
+    let list = kube::list_servers(bin, tools, cfg.list_servers, cfg.lists).await.into();
+    MetaResults { start, idle, creates, list }
+}
