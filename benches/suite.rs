@@ -185,12 +185,39 @@ async fn run() -> Result<()> {
             .into(),
     );
 
+    report.notes.extend(observations(&report));
     let md = report.render();
     println!("{md}");
     std::fs::write(tools.root.join("results.md"), &md)?;
     report::write_readme(&repo.join("benches/README.md"), &md)?;
     eprintln!("suite: written to benches/README.md (and {})", tools.root.join("results.md").display());
     Ok(())
+}
+
+/// Remarks that follow from the figures themselves.
+fn observations(report: &Report) -> Vec<String> {
+    let mut notes = Vec::new();
+    let ours: Vec<&SessionRow> = report.sessions.iter().filter(|r| r.target == report::OURS).collect();
+    let anon = ours.iter().filter_map(|r| r.rss_idle_anon_kb).max();
+    let file = ours.iter().filter_map(|r| r.rss_idle_file_kb).max();
+    if let (Some(anon), Some(file)) = (anon, file)
+        && file > anon
+    {
+        notes.push(format!(
+            "Most of mcp-ephemeral's bridge RSS is its own program file mapped in ({:.1} MiB file-backed against \
+             {:.1} MiB anonymous when idle): the binary also carries the meta server and the Kubernetes client.",
+            file as f64 / 1024.0,
+            anon as f64 / 1024.0
+        ));
+    }
+    if report.calls.iter().any(|r| r.fig.as_ref().is_ok_and(|c| c.strays > 0)) {
+        notes.push(
+            "\"responses sent to the wrong session\": in SSE mode supergateway sends every response to every \
+             open SSE session (mcpbench ignores the ones it did not ask for, and counts them)."
+                .into(),
+        );
+    }
+    notes
 }
 
 /// With `BENCH_WAIT_QUIET=SECONDS`: wait up to that long for the 1-minute load average to drop
@@ -233,6 +260,8 @@ async fn bridge_section(bench: &Bench<'_>, cfg: &Config, bin: &Path, server: &Se
         target: STDIO,
         transport: "stdio",
         rss_idle_kb: None,
+        rss_idle_anon_kb: None,
+        rss_idle_file_kb: None,
         hwm_kb: None,
         paced: Err("n/a (a new process each time: see burst)".into()),
         burst: direct_connect.map_err(|e| format!("{e:#}")),
@@ -246,6 +275,8 @@ async fn bridge_section(bench: &Bench<'_>, cfg: &Config, bin: &Path, server: &Se
                 target: bridge.name(),
                 transport: transport.name(),
                 rss_idle_kb: None,
+                rss_idle_anon_kb: None,
+                rss_idle_file_kb: None,
                 hwm_kb: None,
                 paced: Err("not run".into()),
                 burst: Err("not run".into()),
@@ -274,6 +305,8 @@ async fn bridge_section(bench: &Bench<'_>, cfg: &Config, bin: &Path, server: &Se
             tokio::time::sleep(Duration::from_secs(2)).await;
             sample_load();
             row.rss_idle_kb = status_kb(running.pid(), "VmRSS");
+            row.rss_idle_anon_kb = status_kb(running.pid(), "RssAnon");
+            row.rss_idle_file_kb = status_kb(running.pid(), "RssFile");
             let target = vec![transport.flag().to_string(), running.url.clone()];
             let name = format!("{}-{}", bridge.name(), transport.name());
             for c in [1, cfg.concurrency] {

@@ -40,6 +40,9 @@ pub struct Calls {
 pub struct Connect {
     pub p50_us: f64,
     pub p99_us: f64,
+    /// p50 of the initialize and tools/list parts.
+    pub init_p50_us: f64,
+    pub list_p50_us: f64,
     pub errors: usize,
     pub first_error: Option<String>,
 }
@@ -97,7 +100,7 @@ impl Bench<'_> {
     /// server ahead of time (a spare) has one ready: the cost of a new session as a client
     /// that does not open sessions in a burst sees it.
     pub async fn paced_connects(&self, label: &str, target: &Target, n: usize, pause: Duration) -> Result<Connect> {
-        let mut samples = Vec::new();
+        let (mut samples, mut inits, mut lists) = (Vec::new(), Vec::new(), Vec::new());
         let (mut errors, mut first_error) = (0, None);
         for i in 0..n {
             tokio::time::sleep(pause).await;
@@ -109,10 +112,19 @@ impl Bench<'_> {
                 first_error = first_error.or(c.first_error);
             } else {
                 samples.push(c.p50_us);
+                inits.push(c.init_p50_us);
+                lists.push(c.list_p50_us);
             }
         }
         samples.sort_by(f64::total_cmp);
-        Ok(Connect { p50_us: percentile(&samples, 50.0), p99_us: percentile(&samples, 99.0), errors, first_error })
+        Ok(Connect {
+            p50_us: percentile(&samples, 50.0),
+            p99_us: percentile(&samples, 99.0),
+            init_p50_us: median(&inits),
+            list_p50_us: median(&lists),
+            errors,
+            first_error,
+        })
     }
 
     /// One mcpbench run; its JSON result.
@@ -165,6 +177,8 @@ fn connect_figure(j: &Value) -> Connect {
     Connect {
         p50_us: lat["p50"].as_f64().unwrap_or(f64::NAN),
         p99_us: lat["p99"].as_f64().unwrap_or(f64::NAN),
+        init_p50_us: j["initialize_us"]["p50"].as_f64().unwrap_or(f64::NAN),
+        list_p50_us: j["tools_list_us"]["p50"].as_f64().unwrap_or(f64::NAN),
         errors: j["errors"].as_u64().unwrap_or(0) as usize,
         first_error: j["first_error"].as_str().map(str::to_string),
     }

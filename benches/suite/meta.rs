@@ -241,7 +241,13 @@ async fn create_figures_in(bin: &Path, tools: &Tools, n: usize, cache: &PathBuf)
     let (cold, warm) = match Meta::start(bin, tools, &[], &[("UV_CACHE_DIR", cache)], "serve-create.log").await {
         Err(e) => (Outcome::Failed(format!("{e:#}")), Outcome::Failed("serve did not start".into())),
         Ok(meta) => {
-            let cold = creates(&meta, 1, Duration::ZERO).await;
+            let cold = creates(&meta, 1, Duration::ZERO).await.and_then(|c| {
+                // Proof that uvx used the empty cache (and so really downloaded).
+                match std::fs::read_dir(cache).map(|mut d| d.next().is_some()) {
+                    Ok(true) => Ok(c),
+                    _ => bail!("UV_CACHE_DIR={} stayed empty: uvx did not use it", cache.display()),
+                }
+            });
             let warm = match &cold {
                 Ok(_) => creates(&meta, n, Duration::from_millis(500)).await.into(),
                 Err(_) => Outcome::Failed("the cold create failed".into()),

@@ -33,6 +33,9 @@ pub struct SessionRow {
     pub target: &'static str,
     pub transport: &'static str,
     pub rss_idle_kb: Option<u64>,
+    /// The idle VmRSS split: anonymous memory and mapped files (mostly the program itself).
+    pub rss_idle_anon_kb: Option<u64>,
+    pub rss_idle_file_kb: Option<u64>,
     pub hwm_kb: Option<u64>,
     pub paced: Result<Connect, String>,
     pub burst: Result<Connect, String>,
@@ -179,7 +182,7 @@ impl Report {
                     match (self.call(server, OURS, t, 1), self.call(server, STDIO, "stdio", 1)) {
                         (Some(b), Some(d)) => {
                             let extra = (b.p50_us - d.p50_us) / 1000.0;
-                            parts.push(format!("{server} {t} {extra:+.2} ms"));
+                            parts.push(format!("{server} {t} {extra:+.3} ms"));
                             if extra > 0.2 {
                                 ok = Some(false);
                             }
@@ -356,8 +359,9 @@ impl Report {
         let _ = writeln!(md, "\n### Bridges: memory and new sessions\n");
         let _ = writeln!(
             md,
-            "RSS: the bridge process alone (children excluded), VmRSS once ready and idle, VmHWM (peak) \
-             after all its runs. New session: connect + initialize + tools/list; \"spare ready\" = one \
+            "RSS: the bridge process alone (children excluded), VmRSS once ready and idle (split into \
+             anonymous memory and mapped files, mostly the program's own code), VmHWM (peak) after all its \
+             runs. New session: connect + initialize + tools/list; \"spare ready\" = one \
              session at a time with a pause before each (what a client that opens a session now and then \
              sees), \"burst\" = back to back (each waits for a server process to start where the bridge \
              starts one per session).\n"
@@ -382,10 +386,18 @@ impl Report {
         };
         for r in &self.sessions {
             let (p50, p99) = if r.target == STDIO { ("–".into(), "–".into()) } else { conn(&r.paced) };
+            let split = match &r.paced {
+                Ok(c) if r.target != STDIO => format!("{} + {}", ms(c.init_p50_us), ms(c.list_p50_us)),
+                _ => "–".into(),
+            };
             let (b50, b99) = conn(&r.burst);
+            let anon_file = match (r.rss_idle_anon_kb, r.rss_idle_file_kb) {
+                (Some(a), Some(f)) => format!("{} + {}", mib(Some(a)), mib(Some(f))),
+                _ => "–".into(),
+            };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {p50} | {p99} | {b50} | {b99} |",
+                "| {} | {} | {} | {} | {anon_file} | {} | {p50} | {split} | {p99} | {b50} | {b99} |",
                 r.server,
                 r.target,
                 r.transport,
