@@ -368,9 +368,10 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "| server | target | transport | RSS idle MiB | RSS peak MiB | new session p50 ms (spare ready) | p99 | burst p50 ms | burst p99 |"
+            "| server | target | transport | RSS idle MiB | idle: anon + file MiB | RSS peak MiB \
+             | new session p50 ms (spare ready) | p99 | p50 of initialize + tools/list | burst p50 ms | burst p99 |"
         );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
         let conn = |c: &Result<Connect, String>| match c {
             Ok(c) if c.errors == 0 => (ms(c.p50_us), ms(c.p99_us)),
             Ok(c) => (
@@ -397,7 +398,7 @@ impl Report {
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {anon_file} | {} | {p50} | {split} | {p99} | {b50} | {b99} |",
+                "| {} | {} | {} | {} | {anon_file} | {} | {p50} | {p99} | {split} | {b50} | {b99} |",
                 r.server,
                 r.target,
                 r.transport,
