@@ -198,3 +198,53 @@ async fn waiting_for_ready_reports_progress_to_clients_that_ask() {
     .await
     .expect("test finished in time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_pool_hands_out_a_ready_server_once_and_refills() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (meta, pid) = meta_stdio(&["--warm-pool", "time=1"]).await;
+        let pool_ready = |v: &serde_json::Value, n: u64| v["pools"][0]["ready"].as_u64() == Some(n);
+        let mut version = call_ok(&meta, "get_version", json!({})).await;
+        for _ in 0..600 {
+            if pool_ready(&version, 1) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            version = call_ok(&meta, "get_version", json!({})).await;
+        }
+        assert!(pool_ready(&version, 1), "the pool fills: {version}");
+        let listed = call_ok(&meta, "list_mcp_servers", json!({})).await;
+        assert_eq!(listed["servers"].as_array().unwrap().len(), 0, "pool members are nobody's servers: {listed}");
+        let before = descendants(pid);
+
+        let server = call_ok(
+            &meta,
+            "create_mcp_server",
+            json!({"preset": "time", "wait_for_ready": true, "labels": {"team": "a"}}),
+        )
+        .await;
+        assert_eq!(server["phase"], "Ready", "{server}");
+        assert_eq!(server["labels"]["team"], "a");
+        assert!(before.iter().all(|p| alive(*p)), "the member's processes were handed out, not replaced");
+        let client = connect_http(server["urls"]["mcp"].as_str().unwrap()).await;
+        let res = call(&client, "get_current_time", json!({"timezone": "UTC"})).await;
+        assert!(text(&res).contains("UTC"), "{}", text(&res));
+
+        let mut version = call_ok(&meta, "get_version", json!({})).await;
+        assert_eq!(version["pools"][0]["handed_out"], 1, "{version}");
+        for _ in 0..600 {
+            if pool_ready(&version, 1) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            version = call_ok(&meta, "get_version", json!({})).await;
+        }
+        assert!(pool_ready(&version, 1), "a replacement member starts: {version}");
+        let listed = call_ok(&meta, "list_mcp_servers", json!({})).await;
+        assert_eq!(listed["servers"].as_array().unwrap().len(), 1, "{listed}");
+        let _ = client.cancel().await;
+        let _ = meta.cancel().await;
+    })
+    .await
+    .expect("test finished in time");
+}
