@@ -117,6 +117,11 @@ fn meta(name: String, spec: &ServerSpec) -> ObjectMeta {
     ObjectMeta { name: Some(name), labels: Some(standard_labels(spec)), ..Default::default() }
 }
 
+/// [`selector`] as a label-selector query (`k=v,k2=v2`), for lists and watches.
+pub fn selector_query(job: &str) -> String {
+    selector(job).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
 /// The labels that pick a server's pods (also the Service selector).
 pub fn selector(job: &str) -> BTreeMap<String, String> {
     BTreeMap::from([

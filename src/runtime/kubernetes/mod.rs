@@ -116,7 +116,7 @@ impl KubernetesRuntime {
     }
 
     pub(crate) fn pod_selector(&self, job: &str) -> String {
-        selector_text(&manifests::selector(job))
+        manifests::selector_query(job)
     }
 
     /// Whether the server's bridge has a `/readyz` this process can ask.
@@ -226,10 +226,7 @@ impl KubernetesRuntime {
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        let background = DeleteParams::background();
-        if let Err(e) = retry::call("delete", || api.delete(name, &background)).await
-            && !e.is_not_found()
-        {
+        if let Err(e) = delete_named(api, name).await {
             tracing::warn!(object = name, error = %e, "could not delete");
         }
     }
@@ -239,25 +236,15 @@ impl KubernetesRuntime {
     /// Returns what existed.
     async fn remove(&self, name: &str) -> Result<Vec<String>, ApiError> {
         let mut removed = Vec::new();
-        let background = DeleteParams::background();
-        let jobs = self.jobs();
-        match retry::call("delete job", || jobs.delete(name, &background)).await {
-            Ok(_) => removed.push(format!("job/{name} (its pods with it)")),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
+        if delete_named(&self.jobs(), name).await? {
+            removed.push(format!("job/{name} (its pods with it)"));
         }
-        let services = self.services();
-        match retry::call("delete service", || services.delete(name, &background)).await {
-            Ok(_) => removed.push(format!("service/{name}")),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
+        if delete_named(&self.services(), name).await? {
+            removed.push(format!("service/{name}"));
         }
         let secret = manifests::secret_name(name);
-        let secrets = self.secrets();
-        match retry::call("delete secret", || secrets.delete(&secret, &background)).await {
-            Ok(_) => removed.push(format!("secret/{secret}")),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
+        if delete_named(&self.secrets(), &secret).await? {
+            removed.push(format!("secret/{secret}"));
         }
         Ok(removed)
     }
@@ -330,9 +317,17 @@ impl KubernetesRuntime {
     }
 }
 
-/// `k=v,k2=v2`
-fn selector_text(labels: &BTreeMap<String, String>) -> String {
-    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+/// Delete `name` with Background propagation; `false` when it was already gone.
+async fn delete_named<K>(api: &Api<K>, name: &str) -> Result<bool, ApiError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let background = DeleteParams::background();
+    match retry::call("delete", || api.delete(name, &background)).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// A live pod if there is one, else the newest.

@@ -20,8 +20,7 @@ impl PodDialer {
 
     /// The running pod of `job` and the port its server listens on.
     async fn target(&self, job: &str) -> Result<(String, u16), GatewayError> {
-        let labels = manifests::selector(job).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-        let params = ListParams::default().labels(&labels);
+        let params = ListParams::default().labels(&manifests::selector_query(job));
         let pods = retry::call("list pods", || self.pods.list(&params))
             .await
             .map_err(|e| GatewayError::Tunnel { job: job.to_string(), why: e.to_string() })?
