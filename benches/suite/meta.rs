@@ -64,6 +64,19 @@ pub struct Create {
     pub n: usize,
 }
 
+impl Create {
+    /// Figures from client-side times and the servers' own `ready_after_ms`, one per create.
+    fn from_samples(client: &[f64], server: &[f64]) -> Create {
+        Create {
+            median_ms: median(client),
+            min_ms: client.iter().copied().fold(f64::INFINITY, f64::min),
+            max_ms: client.iter().copied().fold(0.0, f64::max),
+            ready_after_ms: median(server),
+            n: client.len(),
+        }
+    }
+}
+
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"suite","version":"0"}}}"#;
 const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
 const TOOLS_LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
@@ -208,13 +221,7 @@ async fn creates(meta: &Meta, n: usize, pause: Duration) -> Result<Create> {
         client.push(c);
         server.push(s);
     }
-    Ok(Create {
-        median_ms: median(&client),
-        min_ms: client.iter().copied().fold(f64::INFINITY, f64::min),
-        max_ms: client.iter().copied().fold(0.0, f64::max),
-        ready_after_ms: median(&server),
-        n,
-    })
+    Ok(Create::from_samples(&client, &server))
 }
 
 pub struct CreateFigures {
@@ -281,13 +288,7 @@ async fn warm_pool(bin: &Path, tools: &Tools, n: usize, cache: &Path) -> Result<
             client.push(c);
             server.push(s);
         }
-        Ok(Create {
-            median_ms: median(&client),
-            min_ms: client.iter().copied().fold(f64::INFINITY, f64::min),
-            max_ms: client.iter().copied().fold(0.0, f64::max),
-            ready_after_ms: median(&server),
-            n,
-        })
+        Ok(Create::from_samples(&client, &server))
     }
     .await;
     meta.stop().await;
