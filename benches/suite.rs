@@ -17,6 +17,8 @@ mod measure;
 mod meta;
 #[path = "suite/peers.rs"]
 mod peers;
+#[path = "../tests/support/procfs.rs"]
+mod procfs;
 #[path = "suite/procs.rs"]
 mod procs;
 #[path = "suite/report.rs"]

@@ -3,6 +3,7 @@
 //! early return or a panic leaves nothing behind; [`kill_all`] is the last resort at exit and
 //! on SIGINT/SIGTERM.
 
+use crate::procfs::{alive, descendants};
 use std::{
     collections::BTreeSet,
     process::Stdio,
@@ -141,38 +142,4 @@ fn signal(pid: i32, sig: i32) {
         // SAFETY: plain syscall on a pid we started (or one of its descendants).
         unsafe { libc::kill(pid, sig) };
     }
-}
-
-/// (parent pid, state) from /proc/PID/stat.
-fn stat(pid: u32) -> Option<(u32, char)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 2..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((ppid, state))
-}
-
-/// Whether `pid` runs (a zombie does not count).
-pub fn alive(pid: u32) -> bool {
-    stat(pid).is_some_and(|(_, s)| s != 'Z')
-}
-
-/// Every live process below `pid`.
-pub fn descendants(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let parent_of: Vec<(u32, u32)> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|p| stat(p).filter(|(_, s)| *s != 'Z').map(|(pp, _)| (p, pp)))
-        .collect();
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        found.extend(parent_of.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
-        i += 1;
-    }
-    found.remove(0);
-    found
 }

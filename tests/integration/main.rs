@@ -3,6 +3,8 @@
 
 #[path = "../support/fake_kube/mod.rs"]
 mod fake_kube;
+#[path = "../support/procfs.rs"]
+mod procfs;
 mod support;
 
 /// Bad requests get clear tool errors and change nothing.
