@@ -1,7 +1,14 @@
 //! Reaching a server's pod from outside the cluster: a [`Dialer`] for the gateway that finds
 //! the Job's running pod and opens a port-forward stream to its MCP port through the API
 //! server (`pods/portforward`, a websocket). One stream per HTTP exchange keeps it simple: a
-//! stream that breaks affects one request only.
+//! stream that breaks affects one request only. The pod a Job runs is remembered for a few
+//! seconds, so a session's requests do not each list pods first.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client, ResourceExt, api::ListParams};
@@ -9,13 +16,34 @@ use kube::{Api, Client, ResourceExt, api::ListParams};
 use super::{manifests, retry};
 use crate::gateway::{Dialer, GatewayError, Stream};
 
+/// How long a Job's pod and port are trusted without asking the API again. A pod does not
+/// change under a Job (restartPolicy Never); a failed tunnel forgets it at once.
+const TARGET_TTL: Duration = Duration::from_secs(10);
+
 pub struct PodDialer {
     pods: Api<Pod>,
+    /// job → (pod, port, when it was looked up).
+    targets: Mutex<HashMap<String, (String, u16, Instant)>>,
 }
 
 impl PodDialer {
     pub fn new(client: Client, namespace: &str) -> PodDialer {
-        PodDialer { pods: Api::namespaced(client, namespace) }
+        PodDialer { pods: Api::namespaced(client, namespace), targets: Mutex::default() }
+    }
+
+    /// [`PodDialer::target`], remembered for [`TARGET_TTL`].
+    async fn cached_target(&self, job: &str) -> Result<(String, u16), GatewayError> {
+        let known = {
+            let mut targets = self.targets.lock().expect("targets poisoned");
+            targets.retain(|_, (_, _, at)| at.elapsed() < TARGET_TTL);
+            targets.get(job).map(|(pod, port, _)| (pod.clone(), *port))
+        };
+        if let Some(target) = known {
+            return Ok(target);
+        }
+        let (pod, port) = self.target(job).await?;
+        self.targets.lock().expect("targets poisoned").insert(job.to_string(), (pod.clone(), port, Instant::now()));
+        Ok((pod, port))
     }
 
     /// The running pod of `job` and the port its server listens on.
@@ -47,8 +75,11 @@ impl PodDialer {
 impl Dialer for PodDialer {
     fn dial<'a>(&'a self, job: &'a str) -> futures::future::BoxFuture<'a, Result<Box<dyn Stream>, GatewayError>> {
         Box::pin(async move {
-            let (pod, port) = self.target(job).await?;
-            open(&self.pods, &pod, port).await.map_err(|why| GatewayError::Tunnel { job: job.to_string(), why })
+            let (pod, port) = self.cached_target(job).await?;
+            open(&self.pods, &pod, port).await.map_err(|why| {
+                self.targets.lock().expect("targets poisoned").remove(job);
+                GatewayError::Tunnel { job: job.to_string(), why }
+            })
         })
     }
 }
