@@ -1,9 +1,11 @@
-//! Command-line flags (raw, as clap parses them) and their checked form. Every problem with the
-//! flags is reported at once, before anything starts.
+//! Command-line flags, raw, as clap parses them. [`crate::config`] turns them into a checked
+//! configuration (the second stage), reporting every problem at once.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::runtime::RuntimeKind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,12 +41,6 @@ pub enum Command {
 pub enum Transport {
     Stdio,
     Http,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RuntimeKind {
-    Local,
-    Kubernetes,
 }
 
 #[derive(Debug, Args)]
@@ -159,50 +155,4 @@ pub struct BridgeArgs {
     /// The stdio MCP server: `-- CMD ARGS…`.
     #[arg(trailing_var_arg = true, required = true, num_args = 1.., value_name = "CMD")]
     pub command: Vec<String>,
-}
-
-/// Host names a listener accepts: `None` for any (a wildcard address with no explicit list).
-pub fn allowed_hosts(listen: SocketAddr, extra: &[String]) -> Option<Vec<String>> {
-    if listen.ip().is_unspecified() && extra.is_empty() {
-        return None;
-    }
-    let mut hosts = crate::http_guard::Guard::loopback_hosts();
-    if !listen.ip().is_unspecified() {
-        hosts.push(match listen.ip() {
-            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-            ip => ip.to_string(),
-        });
-    }
-    hosts.extend(extra.iter().cloned());
-    Some(hosts)
-}
-
-impl ServeArgs {
-    /// Check the combination of flags; returns every problem found.
-    pub fn check(&self) -> Result<(), String> {
-        let mut problems = Vec::new();
-        if self.transport == Transport::Http
-            && !self.listen.ip().is_loopback()
-            && self.auth_token.as_deref().is_none_or(str::is_empty)
-            && !self.insecure_no_auth
-        {
-            problems.push(format!(
-                "--listen {} is reachable from other machines: set --auth-token (or MCP_EPHEMERAL_TOKEN), or pass --insecure-no-auth if something else authenticates",
-                self.listen
-            ));
-        }
-        if self.auth_token.as_deref().is_some_and(|t| t.len() < 16) {
-            problems.push("--auth-token must be at least 16 characters".into());
-        }
-        if self.default_ttl.is_zero() || self.default_ttl > self.max_ttl {
-            problems.push(format!(
-                "--default-ttl must be more than 0 and at most --max-ttl ({})",
-                humantime::format_duration(self.max_ttl)
-            ));
-        }
-        if self.max_servers == 0 {
-            problems.push("--max-servers must be at least 1".into());
-        }
-        if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
-    }
 }

@@ -16,12 +16,8 @@ use axum::{
     routing::any,
 };
 use futures::future::BoxFuture;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 
-/// A byte stream to a server's MCP port.
-pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+use crate::{http::Stream, tasks::Tasks};
 
 /// Why the gateway could not reach a server.
 #[derive(Debug, thiserror::Error)]
@@ -51,9 +47,17 @@ pub trait Dialer: Send + Sync + 'static {
     fn dial<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<Box<dyn Stream>, GatewayError>>;
 }
 
+/// What every gateway request needs.
+#[derive(Clone)]
+struct Gateway {
+    dialer: Arc<dyn Dialer>,
+    /// Where the connection tasks of proxied exchanges run.
+    tasks: Tasks,
+}
+
 /// `/servers/{job_name}/{path}` for every method.
-pub fn router(dialer: Arc<dyn Dialer>) -> Router {
-    Router::new().route("/servers/{job}/{*rest}", any(proxy)).with_state(dialer)
+pub fn router(dialer: Arc<dyn Dialer>, tasks: Tasks) -> Router {
+    Router::new().route("/servers/{job}/{*rest}", any(proxy)).with_state(Gateway { dialer, tasks })
 }
 
 /// The URL path and query the server sees for a gateway request, or `None` for a name that
@@ -99,42 +103,28 @@ fn error(status: StatusCode, message: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
 }
 
-async fn proxy(
-    State(dialer): State<Arc<dyn Dialer>>,
-    Path((job, rest)): Path<(String, String)>,
-    req: Request,
-) -> Response {
+async fn proxy(State(gw): State<Gateway>, Path((job, rest)): Path<(String, String)>, req: Request) -> Response {
     let Some(uri) = upstream_uri(&job, &rest, req.uri().query()) else {
         return error(StatusCode::NOT_FOUND, format!("`{job}` is not a server name"));
     };
-    let io = match dialer.dial(&job).await {
+    let io = match gw.dialer.dial(&job).await {
         Ok(io) => io,
         Err(e) => {
             tracing::debug!(server = %job, error = %e, "gateway cannot reach the server");
             return error(e.status(), e.to_string());
         }
     };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
-        Ok(pair) => pair,
-        Err(e) => return error(StatusCode::BAD_GATEWAY, format!("server `{job}`: HTTP handshake failed: {e}")),
-    };
-    let name = job.clone();
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(server = %name, error = %e, "gateway connection ended");
-        }
-    });
     let (mut parts, body) = req.into_parts();
     parts.uri = uri;
     strip(&mut parts.headers);
     parts.headers.insert(header::HOST, HeaderValue::from_static("localhost"));
-    match sender.send_request(Request::from_parts(parts, body)).await {
+    match crate::http::send_over(io, Request::from_parts(parts, body), &gw.tasks).await {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip(&mut parts.headers);
             Response::from_parts(parts, Body::new(body))
         }
-        Err(e) => error(StatusCode::BAD_GATEWAY, format!("server `{job}` did not answer: {e}")),
+        Err(e) => error(StatusCode::BAD_GATEWAY, format!("server `{job}`: {e}")),
     }
 }
 
@@ -214,7 +204,7 @@ mod tests {
             );
         let up = serve(upstream).await;
         let dialer: Arc<dyn Dialer> = Arc::new(Local(HashMap::from([("time-ab12cd34".to_string(), up)])));
-        let gw = serve(router(dialer)).await;
+        let gw = serve(router(dialer, Tasks::new())).await;
         let client = reqwest::Client::new();
         let resp = client
             .post(format!("http://{gw}/servers/time-ab12cd34/mcp?x=1"))

@@ -1,9 +1,11 @@
 //! The meta server's MCP face: the tools of the contract (DESIGN.md), mounted tools, the
 //! `config://version` resource, and `tools/list_changed` notifications to every client.
 
+mod error;
 pub mod mounts;
 pub mod params;
 pub mod reply;
 mod server;
+pub mod transport;
 
 pub use server::MetaServer;

@@ -43,9 +43,26 @@ pub enum MountError {
     #[error("mounting `{job}` as `{name}` would make tool `{tool}` clash with an existing tool; pick another name")]
     Clash { job: String, name: String, tool: String },
     #[error("cannot connect to `{job}` at {url}: {why}")]
-    Connect { job: String, url: String, why: String },
+    Connect {
+        job: String,
+        url: String,
+        #[source]
+        why: ConnectFailure,
+    },
     #[error("no mount named `{0}`")]
     NotFound(String),
+}
+
+/// Why a mount could not reach its server.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectFailure {
+    /// Boxed: the error is large, and mounts fail rarely.
+    #[error("{0}")]
+    Initialize(#[source] Box<rmcp::service::ClientInitializeError>),
+    #[error("tools/list failed: {0}")]
+    ListTools(#[source] rmcp::ServiceError),
+    #[error("no answer within {0}s")]
+    Timeout(u64),
 }
 
 #[derive(Default)]
@@ -60,12 +77,22 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Mount {
+    /// The one place a mounted tool's name here is made: `<mount>_<tool>`.
     fn exposed(&self, tool: &Tool) -> Tool {
         let mut t = tool.clone();
         t.name = format!("{}_{}", self.name, tool.name).into();
         let desc = tool.description.as_deref().unwrap_or("");
         t.description = Some(format!("[{} via mount `{}`] {desc}", self.job_name, self.name).into());
         t
+    }
+
+    /// The names this mount's tools have here.
+    fn exposed_names(&self) -> Vec<String> {
+        self.tools.iter().map(|t| self.exposed(t).name.to_string()).collect()
+    }
+
+    fn info(&self) -> MountInfo {
+        MountInfo { name: self.name.clone(), job_name: self.job_name.clone(), tools: self.exposed_names() }
     }
 }
 
@@ -85,41 +112,37 @@ impl Mounts {
         if self.by_name.read().await.contains_key(name) {
             return Err(MountError::Duplicate(name.to_string()));
         }
-        let connect_err = |why: String| MountError::Connect { job: job_name.into(), url: url.into(), why };
+        let connect_err = |why: ConnectFailure| MountError::Connect { job: job_name.into(), url: url.into(), why };
         let connect = async {
-            let client =
-                ().serve(StreamableHttpClientTransport::from_uri(url.to_string())).await.map_err(|e| e.to_string())?;
-            let tools = client.list_all_tools().await.map_err(|e| e.to_string())?;
-            Ok::<_, String>((client, tools))
+            let transport = StreamableHttpClientTransport::from_uri(url.to_string());
+            let client = ().serve(transport).await.map_err(|e| ConnectFailure::Initialize(Box::new(e)))?;
+            let tools = client.list_all_tools().await.map_err(ConnectFailure::ListTools)?;
+            Ok::<_, ConnectFailure>((client, tools))
         };
         let (client, tools) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
-            .map_err(|_| connect_err(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
+            .map_err(|_| connect_err(ConnectFailure::Timeout(CONNECT_TIMEOUT.as_secs())))?
             .map_err(connect_err)?;
         let mount = Mount { name: name.to_string(), job_name: job_name.to_string(), client, tools };
-        let exposed: Vec<String> = mount.tools.iter().map(|t| mount.exposed(t).name.to_string()).collect();
+        let exposed = mount.exposed_names();
         let mut by_name = self.by_name.write().await;
         if by_name.contains_key(name) {
             return Err(MountError::Duplicate(name.to_string()));
         }
-        let others: Vec<String> =
-            by_name.values().flat_map(|m| m.tools.iter().map(|t| m.exposed(t).name.to_string())).collect();
+        let others: Vec<String> = by_name.values().flat_map(|m| m.exposed_names()).collect();
         if let Some(tool) = exposed.iter().find(|t| taken(t) || others.contains(t)) {
             return Err(MountError::Clash { job: job_name.into(), name: name.into(), tool: tool.clone() });
         }
+        let info = mount.info();
         by_name.insert(name.to_string(), Arc::new(mount));
         tracing::info!(mount = name, job = job_name, tools = exposed.len(), "mounted");
-        Ok(MountInfo { name: name.into(), job_name: job_name.into(), tools: exposed })
+        Ok(info)
     }
 
     /// Remove a mount and close its connection.
     pub async fn remove(&self, name: &str) -> Result<MountInfo, MountError> {
         let mount = self.by_name.write().await.remove(name).ok_or_else(|| MountError::NotFound(name.to_string()))?;
-        let info = MountInfo {
-            name: mount.name.clone(),
-            job_name: mount.job_name.clone(),
-            tools: mount.tools.iter().map(|t| mount.exposed(t).name.to_string()).collect(),
-        };
+        let info = mount.info();
         if let Ok(mount) = Arc::try_unwrap(mount) {
             let _ = mount.client.cancel().await;
         }
@@ -151,16 +174,7 @@ impl Mounts {
     }
 
     pub async fn list(&self) -> Vec<MountInfo> {
-        self.by_name
-            .read()
-            .await
-            .values()
-            .map(|m| MountInfo {
-                name: m.name.clone(),
-                job_name: m.job_name.clone(),
-                tools: m.tools.iter().map(|t| m.exposed(t).name.to_string()).collect(),
-            })
-            .collect()
+        self.by_name.read().await.values().map(|m| m.info()).collect()
     }
 }
 

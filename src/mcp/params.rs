@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{mounts::MountInfo, reply::Summary};
 use crate::{
     presets::PresetSummary,
-    runtime::{Deleted, Phase, ServerInfo},
+    runtime::{Deleted, Phase, RuntimeKind, ServerInfo, rfc3339},
 };
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -79,7 +79,7 @@ pub struct VersionInfo {
     pub version: String,
     pub git_commit: String,
     /// `local` or `kubernetes`.
-    pub runtime: String,
+    pub runtime: RuntimeKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Seconds a server lives when the request gives no ttl_seconds.
@@ -87,7 +87,7 @@ pub struct VersionInfo {
     pub max_servers: usize,
     /// Warm pools (`--warm-pool`): servers started ahead, handed out by create_mcp_server.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub pools: Vec<crate::pool::PoolStatus>,
+    pub pools: Vec<crate::servers::PoolStatus>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -115,7 +115,12 @@ impl Summary for ServerInfo {
     fn summary(&self) -> String {
         let mut s = format!("{} is {:?}", self.job_name, self.phase);
         if self.phase == Phase::Ready || self.phase == Phase::Starting {
-            s.push_str(&format!(" at {} (SSE: {}), expires {}", self.urls.mcp, self.urls.sse, self.expires_at));
+            s.push_str(&format!(
+                " at {} (SSE: {}), expires {}",
+                self.urls.mcp,
+                self.urls.sse,
+                rfc3339(self.expires_at)
+            ));
         }
         if let Some(reason) = &self.reason
             && self.phase == Phase::Failed
@@ -141,14 +146,14 @@ impl Summary for Deleted {
         if self.already_gone {
             format!("{} was already gone", self.job_name)
         } else {
-            format!("{} deleted ({})", self.job_name, self.phase)
+            format!("{} deleted ({:?})", self.job_name, self.phase)
         }
     }
 }
 
 impl Summary for VersionInfo {
     fn summary(&self) -> String {
-        format!("{} {} ({}), runtime {}", self.name, self.version, self.git_commit, self.runtime)
+        format!("{} {} ({}), runtime {}", self.name, self.version, self.git_commit, self.runtime.as_str())
     }
 }
 

@@ -17,21 +17,25 @@ use rmcp::{
 use tokio::sync::mpsc;
 
 use super::{
+    error::ToolError,
     mounts::{MountInfo, Mounts},
     params::*,
     reply::Json,
 };
 use crate::{
     runtime::{Deleted, Phase, ProgressFn, ServerInfo},
-    session::{CreateRequest, SessionManager},
+    servers::{CreateRequest, Servers},
     spec::LabelSelector,
+    tasks::Tasks,
 };
 
 const VERSION_URI: &str = "config://version";
 const MAX_TAIL: u32 = 2000;
 
 struct State {
-    manager: Arc<SessionManager>,
+    servers: Arc<Servers>,
+    /// Where the session's helper tasks (progress, unmount on delete) run.
+    tasks: Tasks,
     mounts: Mounts,
     /// Connected clients, told when the tool list changes.
     peers: Mutex<Vec<Peer<RoleServer>>>,
@@ -44,13 +48,14 @@ pub struct MetaServer {
 }
 
 impl MetaServer {
-    /// A meta server over `manager`; mounts of deleted servers are removed automatically.
-    pub fn new(manager: Arc<SessionManager>) -> MetaServer {
-        let mut deletions = manager.deletions();
-        let state = Arc::new(State { manager, mounts: Mounts::default(), peers: Mutex::default() });
+    /// A meta server over `servers`; mounts of deleted servers are removed automatically.
+    pub fn new(servers: Arc<Servers>, tasks: &Tasks) -> MetaServer {
+        let mut deletions = servers.deletions();
+        let state =
+            Arc::new(State { servers, tasks: tasks.clone(), mounts: Mounts::default(), peers: Mutex::default() });
         let server = MetaServer { state: state.clone(), tool_router: Arc::new(Self::tool_router()) };
         let weak = Arc::downgrade(&state);
-        tokio::spawn(async move {
+        tasks.spawn_until_cancelled(async move {
             while let Ok(job) = deletions.recv().await {
                 let Some(state) = weak.upgrade() else { break };
                 if !state.mounts.remove_job(&job).await.is_empty() {
@@ -61,21 +66,17 @@ impl MetaServer {
         server
     }
 
-    pub fn manager(&self) -> &Arc<SessionManager> {
-        &self.state.manager
-    }
-
     fn version(&self) -> VersionInfo {
-        let m = &self.state.manager;
+        let s = &self.state.servers;
         VersionInfo {
             name: env!("CARGO_PKG_NAME").into(),
             version: env!("CARGO_PKG_VERSION").into(),
             git_commit: env!("MCP_EPHEMERAL_GIT_COMMIT").into(),
-            runtime: m.runtime().kind().into(),
-            namespace: m.runtime().namespace(),
-            default_ttl_seconds: m.policy().default_ttl.as_secs(),
-            max_servers: m.policy().max_servers,
-            pools: m.pool_status(),
+            runtime: s.capabilities().kind,
+            namespace: s.namespace(),
+            default_ttl_seconds: s.policy().default_ttl.as_secs(),
+            max_servers: s.policy().max_servers,
+            pools: s.pool_status(),
         }
     }
 }
@@ -94,11 +95,12 @@ async fn notify_tools_changed(state: &State) {
 }
 
 /// Forward wait steps to the client as `notifications/progress`, in order.
-fn progress_reporter(ctx: &RequestContext<RoleServer>) -> Option<ProgressFn> {
+fn progress_reporter(ctx: &RequestContext<RoleServer>, tasks: &Tasks) -> Option<ProgressFn> {
     let token = ctx.meta.get_progress_token()?;
     let peer = ctx.peer.clone();
     let (tx, mut rx) = mpsc::unbounded_channel::<crate::runtime::ProgressStep>();
-    tokio::spawn(async move {
+    // Ends when the reporter is dropped (the wait is over) or the client is gone.
+    tasks.spawn(async move {
         while let Some(step) = rx.recv().await {
             let param = ProgressNotificationParam::new(token.clone(), step.step as f64)
                 .with_total(step.total as f64)
@@ -120,7 +122,7 @@ impl MetaServer {
         annotations(read_only_hint = true)
     )]
     async fn list_presets(&self) -> Json<PresetList> {
-        Json(PresetList { presets: self.state.manager.presets().iter().map(|p| p.summary()).collect() })
+        Json(PresetList { presets: self.state.servers.presets().iter().map(|p| p.summary()).collect() })
     }
 
     #[tool(
@@ -130,12 +132,12 @@ impl MetaServer {
         &self,
         Parameters(req): Parameters<CreateRequest>,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<ServerInfo>, String> {
-        let progress = progress_reporter(&ctx);
-        let created = self.state.manager.create(req, progress);
+    ) -> Result<Json<ServerInfo>, ToolError> {
+        let progress = progress_reporter(&ctx, &self.state.tasks);
+        let created = self.state.servers.create(req, progress);
         tokio::select! {
-            r = created => r.map(Json).map_err(|e| e.to_string()),
-            _ = ctx.ct.cancelled() => Err("cancelled by the client; the server may still be starting (list_mcp_servers)".into()),
+            r = created => Ok(Json(r?)),
+            _ = ctx.ct.cancelled() => Err(ToolError::Cancelled),
         }
     }
 
@@ -143,25 +145,28 @@ impl MetaServer {
         description = "Delete an MCP server and everything it runs. Deleting a server that is already gone succeeds.",
         annotations(destructive_hint = true, idempotent_hint = true)
     )]
-    async fn delete_mcp_server(&self, Parameters(args): Parameters<DeleteArgs>) -> Result<Json<Deleted>, String> {
-        self.state.manager.delete(&args.job_name, args.wait_for_deletion).await.map(Json).map_err(|e| e.to_string())
+    async fn delete_mcp_server(&self, Parameters(args): Parameters<DeleteArgs>) -> Result<Json<Deleted>, ToolError> {
+        Ok(Json(self.state.servers.delete(&args.job_name, args.wait_for_deletion).await?))
     }
 
     #[tool(
         description = "Status of one MCP server: phase (Pending, Starting, Ready, Failed, Terminating, Succeeded), reason, message, URLs, tools when known, log tail when failed.",
         annotations(read_only_hint = true)
     )]
-    async fn get_mcp_server_status(&self, Parameters(args): Parameters<JobArgs>) -> Result<Json<ServerInfo>, String> {
-        self.state.manager.runtime().status(&args.job_name).await.map(Json).map_err(|e| e.to_string())
+    async fn get_mcp_server_status(
+        &self,
+        Parameters(args): Parameters<JobArgs>,
+    ) -> Result<Json<ServerInfo>, ToolError> {
+        Ok(Json(self.state.servers.status(&args.job_name).await?))
     }
 
     #[tool(
         description = "List the MCP servers that exist now, optionally filtered by a label selector such as \"team=a\".",
         annotations(read_only_hint = true)
     )]
-    async fn list_mcp_servers(&self, Parameters(args): Parameters<ListArgs>) -> Result<Json<ServerList>, String> {
-        let selector = LabelSelector::parse(args.label_selector.as_deref().unwrap_or("")).map_err(|e| e.to_string())?;
-        let servers = self.state.manager.runtime().list(&selector).await.map_err(|e| e.to_string())?;
+    async fn list_mcp_servers(&self, Parameters(args): Parameters<ListArgs>) -> Result<Json<ServerList>, ToolError> {
+        let selector = LabelSelector::parse(args.label_selector.as_deref().unwrap_or(""))?;
+        let servers = self.state.servers.list(&selector).await?;
         Ok(Json(ServerList { servers, mounts: self.state.mounts.list().await }))
     }
 
@@ -177,34 +182,26 @@ impl MetaServer {
         description = "The recent output (stderr) of an MCP server, to see why it failed or what it did.",
         annotations(read_only_hint = true)
     )]
-    async fn get_mcp_server_logs(&self, Parameters(args): Parameters<LogsArgs>) -> Result<Json<Logs>, String> {
+    async fn get_mcp_server_logs(&self, Parameters(args): Parameters<LogsArgs>) -> Result<Json<Logs>, ToolError> {
         let tail = args.tail_lines.unwrap_or(100);
         if tail == 0 || tail > MAX_TAIL {
-            return Err(format!("tail_lines must be between 1 and {MAX_TAIL} (got {tail})"));
+            return Err(ToolError::TailLines { got: tail, max: MAX_TAIL });
         }
-        let lines =
-            self.state.manager.runtime().logs(&args.job_name, tail as usize).await.map_err(|e| e.to_string())?;
+        let lines = self.state.servers.logs(&args.job_name, tail as usize).await?;
         Ok(Json(Logs { job_name: args.job_name, lines }))
     }
 
     #[tool(
         description = "Offer a Ready server's tools here as `<name>_<tool>`, for clients that cannot connect to its URL. Clients are told the tool list changed."
     )]
-    async fn mount_mcp_server(&self, Parameters(args): Parameters<MountArgs>) -> Result<Json<MountInfo>, String> {
-        let status = self.state.manager.runtime().status(&args.job_name).await.map_err(|e| e.to_string())?;
+    async fn mount_mcp_server(&self, Parameters(args): Parameters<MountArgs>) -> Result<Json<MountInfo>, ToolError> {
+        let status = self.state.servers.status(&args.job_name).await?;
         if status.phase != Phase::Ready {
-            return Err(format!(
-                "server `{}` is {:?}, not Ready; wait for it (create with wait_for_ready=true, or poll get_mcp_server_status)",
-                args.job_name, status.phase
-            ));
+            return Err(ToolError::NotReady { job: args.job_name, phase: status.phase });
         }
         let router = self.tool_router.clone();
-        let info = self
-            .state
-            .mounts
-            .mount(&args.name, &args.job_name, &status.urls.mcp, |t| router.has_route(t))
-            .await
-            .map_err(|e| e.to_string())?;
+        let info =
+            self.state.mounts.mount(&args.name, &args.job_name, &status.urls.mcp, |t| router.has_route(t)).await?;
         notify_tools_changed(&self.state).await;
         Ok(Json(info))
     }
@@ -213,8 +210,8 @@ impl MetaServer {
     async fn remove_mcp_server_mount(
         &self,
         Parameters(args): Parameters<UnmountArgs>,
-    ) -> Result<Json<Unmounted>, String> {
-        let info = self.state.mounts.remove(&args.name).await.map_err(|e| e.to_string())?;
+    ) -> Result<Json<Unmounted>, ToolError> {
+        let info = self.state.mounts.remove(&args.name).await?;
         notify_tools_changed(&self.state).await;
         Ok(Json(Unmounted { name: info.name, job_name: info.job_name, tools_removed: info.tools }))
     }

@@ -11,14 +11,12 @@ use std::{
     time::Duration,
 };
 
-use futures::future::BoxFuture;
-use tokio_util::sync::CancellationToken;
-
-use super::{Deleted, Phase, ProgressFn, ProgressStep, Runtime, RuntimeError, ServerInfo, Urls};
+use super::{DeletePhase, Deleted, Phase, ProgressFn, ProgressStep, Reason, RuntimeError, ServerInfo, Urls};
 use crate::{
     bridge::{Bridge, BridgeConfig, ChildCommand, Readiness},
-    http_guard::Guard,
+    http::Guard,
     spec::{LabelSelector, ServerSpec, Source, SpecError},
+    tasks::Tasks,
 };
 
 /// Settings of the local runtime.
@@ -41,19 +39,28 @@ struct LocalServer {
     spec: RwLock<ServerSpec>,
     bridge: Bridge,
     addr: SocketAddr,
-    /// Stops the HTTP listener.
-    stop: CancellationToken,
+    /// This server's branch of the task tree: its listener and its bridge's tasks.
+    tasks: Tasks,
+}
+
+impl LocalServer {
+    /// Stop the listener and every process of the server.
+    async fn stop(&self) {
+        self.tasks.cancel();
+        self.bridge.shutdown().await;
+    }
 }
 
 pub struct LocalRuntime {
     cfg: LocalConfig,
     servers: RwLock<BTreeMap<String, Arc<LocalServer>>>,
-    stopping: CancellationToken,
+    tasks: Tasks,
 }
 
 impl LocalRuntime {
-    pub fn new(cfg: LocalConfig) -> LocalRuntime {
-        LocalRuntime { cfg, servers: RwLock::default(), stopping: CancellationToken::new() }
+    /// A runtime whose servers are branches of `tasks`.
+    pub fn new(cfg: LocalConfig, tasks: Tasks) -> LocalRuntime {
+        LocalRuntime { cfg, servers: RwLock::default(), tasks }
     }
 
     fn get(&self, name: &str) -> Result<Arc<LocalServer>, RuntimeError> {
@@ -65,40 +72,37 @@ impl LocalRuntime {
             .ok_or_else(|| RuntimeError::NotFound(name.to_string()))
     }
 
-    async fn start(&self, spec: ServerSpec) -> Result<ServerInfo, RuntimeError> {
-        if self.stopping.is_cancelled() {
-            return Err(RuntimeError::Io("the meta server is shutting down".into()));
+    pub(super) async fn create(&self, spec: ServerSpec) -> Result<ServerInfo, RuntimeError> {
+        if self.tasks.is_cancelled() {
+            return Err(RuntimeError::ShuttingDown);
         }
-        let argv = match &spec.source {
+        let argv = match &spec.launch.source {
             Source::Command { argv } => argv.clone(),
             Source::Image { .. } => return Err(RuntimeError::Unsupported(SpecError::ImageNeedsKubernetes.to_string())),
         };
         find_program(&argv[0])?;
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .map_err(|e| RuntimeError::Io(format!("cannot open a local port for `{}`: {e}", spec.name)))?;
-        let addr = listener.local_addr().map_err(|e| RuntimeError::Io(e.to_string()))?;
-        let env = spec.env.iter().chain(&spec.secret_env).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let name = spec.identity.name.clone();
+        let io_error = |source| RuntimeError::Io { what: format!("cannot open a local port for `{name}`"), source };
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.map_err(io_error)?;
+        let addr = listener.local_addr().map_err(io_error)?;
+        let launch = &spec.launch;
+        let env = launch.env.iter().chain(&launch.secret_env).map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut cfg = BridgeConfig::new(ChildCommand { argv, env });
         cfg.init_timeout = self.cfg.init_timeout;
         cfg.spares = self.cfg.spares;
+        let tasks = self.tasks.child();
         let bridge = Bridge::start(cfg);
-        let stop = self.stopping.child_token();
         let guard = Guard { allowed_hosts: Some(Guard::loopback_hosts()), token: None };
         let app = guard.apply(bridge.router());
-        let stopped = stop.clone();
-        let name = spec.name.clone();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(crate::bridge::nodelay(listener), app)
-                .with_graceful_shutdown(stopped.cancelled_owned())
-                .await
-            {
-                tracing::warn!(server = %name, error = %e, "listener ended");
+        let stop = tasks.token().clone();
+        let label = name.clone();
+        tasks.spawn(async move {
+            if let Err(e) = crate::http::serve(listener, app, stop).await {
+                tracing::warn!(server = %label, error = %e, "listener ended");
             }
         });
-        tracing::info!(server = %spec.name, %addr, command = ?spec.command_line(), "server started");
-        let name = spec.name.clone();
-        let server = Arc::new(LocalServer { spec: RwLock::new(spec), bridge, addr, stop });
+        tracing::info!(server = %name, %addr, command = ?spec.launch.command_line(), "server started");
+        let server = Arc::new(LocalServer { spec: RwLock::new(spec), bridge, addr, tasks });
         let info = info(&server);
         self.servers.write().expect("servers poisoned").insert(name, server);
         Ok(info)
@@ -133,19 +137,18 @@ fn info(server: &LocalServer) -> ServerInfo {
     let mut info = ServerInfo::from_spec(&server.spec.read().expect("spec poisoned"), Phase::Starting, urls);
     info.sessions = Some(server.bridge.session_count());
     match server.bridge.readiness() {
-        Readiness::Starting => {
-            info.reason = Some("WaitingForInitialize".into());
-            info.message = Some("the process is starting; it becomes Ready when it answers initialize".into());
-        }
+        Readiness::Starting => info.set_phase(
+            Phase::Starting,
+            Reason::WaitingForInitialize,
+            "the process is starting; it becomes Ready when it answers initialize",
+        ),
         Readiness::Ready(report) => {
             info.phase = Phase::Ready;
             info.tools = Some(report.tools);
             info.ready_after_ms = Some(report.ready_after.as_millis() as u64);
         }
         Readiness::Failed(failure) => {
-            info.phase = Phase::Failed;
-            info.reason = Some(failure.reason);
-            info.message = Some(failure.message);
+            info.set_phase(Phase::Failed, Reason::from_cluster(failure.reason), failure.message);
             info.exit_code = failure.exit.and_then(|e| e.code);
             info.log_tail = Some(failure.stderr_tail);
         }
@@ -153,130 +156,106 @@ fn info(server: &LocalServer) -> ServerInfo {
     info
 }
 
-impl Runtime for LocalRuntime {
-    fn kind(&self) -> &'static str {
-        "local"
-    }
-
-    fn create(&self, spec: ServerSpec) -> BoxFuture<'_, Result<ServerInfo, RuntimeError>> {
-        Box::pin(self.start(spec))
-    }
-
-    fn wait_ready<'a>(
-        &'a self,
-        name: &'a str,
+impl LocalRuntime {
+    pub(super) async fn wait_ready(
+        &self,
+        name: &str,
         timeout: Duration,
         progress: Option<ProgressFn>,
-    ) -> BoxFuture<'a, Result<ServerInfo, RuntimeError>> {
-        Box::pin(async move {
-            let server = self.get(name)?;
-            let report = |step, message: &str| {
-                if let Some(p) = &progress {
-                    p(ProgressStep { step, total: 2, message: message.to_string() });
-                }
-            };
-            report(1, "process started; waiting for initialize");
-            server.bridge.wait_ready(timeout).await;
-            let info = info(&server);
-            match info.phase {
-                Phase::Ready => {
-                    report(2, "initialize answered; ready");
-                    Ok(info)
-                }
-                Phase::Failed => Err(RuntimeError::Failed {
-                    name: name.to_string(),
-                    reason: info.reason.unwrap_or_default(),
-                    message: info.message.unwrap_or_default(),
-                }),
-                phase => Err(RuntimeError::NotReadyInTime { name: name.to_string(), waited: timeout, phase }),
+    ) -> Result<ServerInfo, RuntimeError> {
+        let server = self.get(name)?;
+        let report = |step, message: &str| {
+            if let Some(p) = &progress {
+                p(ProgressStep { step, total: 2, message: message.to_string() });
             }
-        })
-    }
-
-    fn status<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<ServerInfo, RuntimeError>> {
-        Box::pin(async move { Ok(info(self.get(name)?.as_ref())) })
-    }
-
-    fn list<'a>(&'a self, selector: &'a LabelSelector) -> BoxFuture<'a, Result<Vec<ServerInfo>, RuntimeError>> {
-        Box::pin(async move {
-            let servers: Vec<_> = self.servers.read().expect("servers poisoned").values().cloned().collect();
-            Ok(servers
-                .iter()
-                .map(|s| info(s))
-                .filter(|i| !i.labels.contains_key(super::LABEL_POOL) && selector.matches(&i.labels))
-                .collect())
-        })
-    }
-
-    fn delete<'a>(&'a self, name: &'a str, wait: bool) -> BoxFuture<'a, Result<Deleted, RuntimeError>> {
-        Box::pin(async move {
-            let server = self.servers.write().expect("servers poisoned").remove(name);
-            let Some(server) = server else {
-                return Ok(Deleted {
-                    job_name: name.to_string(),
-                    phase: "Deleted".into(),
-                    removed: Vec::new(),
-                    already_gone: true,
-                });
-            };
-            let removed = vec![
-                format!("listener {}", server.addr),
-                format!("{} session process(es) and the spare", server.bridge.session_count()),
-            ];
-            let label = name.to_string();
-            let stop = async move {
-                server.stop.cancel();
-                server.bridge.shutdown().await;
-                tracing::info!(server = %label, "server deleted");
-            };
-            let phase = if wait {
-                stop.await;
-                "Deleted"
-            } else {
-                tokio::spawn(stop);
-                "Terminating"
-            };
-            Ok(Deleted { job_name: name.to_string(), phase: phase.into(), removed, already_gone: false })
-        })
-    }
-
-    fn adopt<'a>(&'a self, pooled: &'a str, spec: ServerSpec) -> BoxFuture<'a, Result<ServerInfo, RuntimeError>> {
-        Box::pin(async move {
-            let server = self.servers.write().expect("servers poisoned").remove(pooled);
-            let server = server.ok_or_else(|| RuntimeError::NotFound(pooled.to_string()))?;
-            if !matches!(server.bridge.readiness(), Readiness::Ready(_)) {
-                tokio::spawn(async move {
-                    server.stop.cancel();
-                    server.bridge.shutdown().await;
-                });
-                return Err(RuntimeError::Failed {
-                    name: pooled.to_string(),
-                    reason: "PoolMemberNotReady".into(),
-                    message: "the warm-pool member stopped being ready".into(),
-                });
+        };
+        report(1, "process started; waiting for initialize");
+        server.bridge.wait_ready(timeout).await;
+        let info = info(&server);
+        match info.phase {
+            Phase::Ready => {
+                report(2, "initialize answered; ready");
+                Ok(info)
             }
-            let name = spec.name.clone();
-            *server.spec.write().expect("spec poisoned") = spec;
-            let info = info(&server);
-            self.servers.write().expect("servers poisoned").insert(name.clone(), server);
-            tracing::info!(server = %name, pooled, "warm-pool member handed out");
-            Ok(info)
-        })
+            Phase::Failed => Err(RuntimeError::Failed {
+                name: name.to_string(),
+                reason: info.reason.unwrap_or(Reason::StartFailed),
+                message: info.message.unwrap_or_default(),
+            }),
+            phase => Err(RuntimeError::NotReadyInTime { name: name.to_string(), waited: timeout, phase }),
+        }
     }
 
-    fn logs<'a>(&'a self, name: &'a str, tail: usize) -> BoxFuture<'a, Result<Vec<String>, RuntimeError>> {
-        Box::pin(async move { Ok(self.get(name)?.bridge.logs().tail(tail)) })
+    pub(super) fn status(&self, name: &str) -> Result<ServerInfo, RuntimeError> {
+        Ok(info(self.get(name)?.as_ref()))
     }
 
-    fn shutdown(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.stopping.cancel();
-            let servers: Vec<_> =
-                std::mem::take(&mut *self.servers.write().expect("servers poisoned")).into_values().collect();
-            if !servers.is_empty() {
-                tracing::info!(count = servers.len(), "stopping every server");
-            }
-            futures::future::join_all(servers.iter().map(|s| s.bridge.shutdown())).await;
-        })
+    pub(super) fn list(&self, selector: &LabelSelector) -> Vec<ServerInfo> {
+        let servers: Vec<_> = self.servers.read().expect("servers poisoned").values().cloned().collect();
+        let mut infos: Vec<ServerInfo> = servers
+            .iter()
+            .map(|s| info(s))
+            .filter(|i| !i.labels.contains_key(super::LABEL_POOL) && selector.matches(&i.labels))
+            .collect();
+        infos.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.job_name.cmp(&b.job_name)));
+        infos
+    }
+
+    pub(super) async fn delete(&self, name: &str, wait: bool) -> Deleted {
+        let server = self.servers.write().expect("servers poisoned").remove(name);
+        let Some(server) = server else {
+            return Deleted::already_gone(name);
+        };
+        let removed = vec![
+            format!("listener {}", server.addr),
+            format!("{} session process(es) and the spare", server.bridge.session_count()),
+        ];
+        let label = name.to_string();
+        let stop = async move {
+            server.stop().await;
+            tracing::info!(server = %label, "server deleted");
+        };
+        let phase = if wait {
+            stop.await;
+            DeletePhase::Deleted
+        } else {
+            self.tasks.spawn(stop);
+            DeletePhase::Terminating
+        };
+        Deleted { job_name: name.to_string(), phase, removed, already_gone: false }
+    }
+
+    pub(super) fn adopt(&self, pooled: &str, spec: ServerSpec) -> Result<ServerInfo, RuntimeError> {
+        let server = self.servers.write().expect("servers poisoned").remove(pooled);
+        let server = server.ok_or_else(|| RuntimeError::NotFound(pooled.to_string()))?;
+        if !matches!(server.bridge.readiness(), Readiness::Ready(_)) {
+            self.tasks.spawn(async move { server.stop().await });
+            return Err(RuntimeError::Failed {
+                name: pooled.to_string(),
+                reason: Reason::PoolMemberNotReady,
+                message: "the warm-pool member stopped being ready".into(),
+            });
+        }
+        let name = spec.identity.name.clone();
+        *server.spec.write().expect("spec poisoned") = spec;
+        let info = info(&server);
+        self.servers.write().expect("servers poisoned").insert(name.clone(), server);
+        tracing::info!(server = %name, pooled, "warm-pool member handed out");
+        Ok(info)
+    }
+
+    pub(super) fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>, RuntimeError> {
+        Ok(self.get(name)?.bridge.logs().tail(tail))
+    }
+
+    /// End every server and wait for their processes.
+    pub(super) async fn shutdown(&self) {
+        self.tasks.cancel();
+        let servers: Vec<_> =
+            std::mem::take(&mut *self.servers.write().expect("servers poisoned")).into_values().collect();
+        if !servers.is_empty() {
+            tracing::info!(count = servers.len(), "stopping every server");
+        }
+        futures::future::join_all(servers.iter().map(|s| s.stop())).await;
     }
 }

@@ -17,7 +17,7 @@ use std::{
     collections::HashSet,
     path::PathBuf,
     sync::{
-        Arc, OnceLock,
+        OnceLock,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -28,8 +28,8 @@ use mcp_ephemeral::{
     bridge::{Bridge, BridgeConfig, ChildCommand, Readiness},
     names,
     presets::{self, Presets},
-    runtime::local::{LocalConfig, LocalRuntime},
-    session::{CreateRequest, Policy, SessionManager},
+    runtime::{Capabilities, RuntimeKind},
+    servers::{CreateRequest, Policy, resolve},
     spec::{self, Source},
 };
 use proptest::{
@@ -46,12 +46,12 @@ const POST_LIMIT: Duration = Duration::from_secs(10);
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 const RUNTIME_THREAD: &str = "live-bridge";
 
-/// One runtime, bridge and session manager for every property of this file.
+/// One runtime, bridge and preset set for every property of this file.
 struct Live {
     rt: tokio::runtime::Runtime,
     base: String,
     bridge: Bridge,
-    manager: Arc<SessionManager>,
+    presets: Presets,
 }
 
 fn live() -> &'static Live {
@@ -70,7 +70,7 @@ fn live() -> &'static Live {
             .enable_all()
             .build()
             .unwrap();
-        let (bridge, base, manager) = rt.block_on(async {
+        let (bridge, base) = rt.block_on(async {
             let command = ChildCommand { argv: vec!["python3".into(), FIXTURE.into(), "ok".into()], env: Vec::new() };
             let mut cfg = BridgeConfig::new(command);
             cfg.init_timeout = Duration::from_secs(20);
@@ -80,11 +80,9 @@ fn live() -> &'static Live {
             tokio::spawn(axum::serve(listener, bridge.router()).into_future());
             let ready = bridge.wait_ready(Duration::from_secs(30)).await;
             assert!(matches!(ready, Readiness::Ready(_)), "the fixture did not start: {ready:?}");
-            let runtime = Arc::new(LocalRuntime::new(LocalConfig::default()));
-            let manager = SessionManager::new(Presets::load(None).unwrap(), runtime, Policy::default());
-            (bridge, base, manager)
+            (bridge, base)
         });
-        Live { rt, base, bridge, manager }
+        Live { rt, base, bridge, presets: Presets::load(None).unwrap() }
     })
 }
 
@@ -619,25 +617,30 @@ fn create_arguments_resolve_to_a_valid_spec_or_a_clear_error() {
                 return Ok(());
             }
         };
-        let spec = match live.manager.resolve(req) {
+        let local = Capabilities { kind: RuntimeKind::Local, images: false };
+        let spec = match resolve(req, &live.presets, &policy, local) {
             Ok(spec) => spec,
             Err(e) => {
                 prop_assert!(e.to_string().len() > 10, "a terse error: {e:?}");
                 return Ok(());
             }
         };
-        prop_assert!(names::is_rfc1123_label(&spec.name), "name {:?}", spec.name);
+        prop_assert!(names::is_rfc1123_label(&spec.identity.name), "name {:?}", spec.identity.name);
         prop_assert!(
-            spec.name.len() <= 63 && spec.name.starts_with(|c: char| c.is_ascii_lowercase()),
+            spec.identity.name.len() <= 63 && spec.identity.name.starts_with(|c: char| c.is_ascii_lowercase()),
             "name {:?}",
-            spec.name
+            spec.identity.name
         );
-        prop_assert!(spec::check_env("env", &spec.env).is_ok(), "{:?}", spec.env);
-        prop_assert!(spec::check_env("secret_env", &spec.secret_env).is_ok());
-        prop_assert!(spec::check_labels(&spec.labels).is_ok(), "{:?}", spec.labels);
-        prop_assert!(spec.ttl >= Duration::from_secs(1) && spec.ttl <= policy.max_ttl, "{:?}", spec.ttl);
-        prop_assert_eq!(spec.expires_at, spec.created_at + spec.ttl);
-        let Source::Command { argv } = &spec.source else {
+        prop_assert!(spec::check_env("env", &spec.launch.env).is_ok(), "{:?}", spec.launch.env);
+        prop_assert!(spec::check_env("secret_env", &spec.launch.secret_env).is_ok());
+        prop_assert!(spec::check_labels(&spec.identity.labels).is_ok(), "{:?}", spec.identity.labels);
+        prop_assert!(
+            spec.identity.ttl >= Duration::from_secs(1) && spec.identity.ttl <= policy.max_ttl,
+            "{:?}",
+            spec.identity.ttl
+        );
+        prop_assert_eq!(spec.identity.expires_at, spec.identity.created_at + spec.identity.ttl);
+        let Source::Command { argv } = &spec.launch.source else {
             return Err(TestCaseError::fail("an image spec from the local runtime"));
         };
         prop_assert!(spec::check_exec(&argv[0]).is_ok(), "{:?}", argv);
@@ -645,8 +648,8 @@ fn create_arguments_resolve_to_a_valid_spec_or_a_clear_error() {
         for a in argv {
             prop_assert!(spec::check_value(|| "arg".into(), a).is_ok());
         }
-        if let Some(preset) = &spec.preset {
-            prop_assert!(live.manager.presets().get(preset).is_some());
+        if let Some(preset) = &spec.identity.preset {
+            prop_assert!(live.presets.get(preset).is_some());
             prop_assert_eq!(args.get("preset").and_then(Value::as_str), Some(preset.as_str()));
         }
         no_panics()

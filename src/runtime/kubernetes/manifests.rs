@@ -90,8 +90,20 @@ pub struct SpecAnnotation {
     pub secret_env_names: Vec<String>,
     /// The container's `/mcp` and `/sse` answer on this port.
     pub port: u16,
-    /// `bridge` when the bridge runs in the pod (it has `/readyz`), `http` for an HTTP image.
-    pub transport: String,
+    /// What answers in the pod.
+    pub transport: PodTransport,
+}
+
+/// What answers on a server's port in its pod; serialized as `bridge` / `http`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodTransport {
+    /// The bridge, which has `/readyz` for the meta server to ask.
+    Bridge,
+    /// An image's own HTTP server; also what an unreadable annotation is taken for, since
+    /// nothing is known about it then.
+    #[default]
+    Http,
 }
 
 /// The Secret's name for a server.
@@ -101,7 +113,7 @@ pub fn secret_name(job: &str) -> String {
 
 /// Where the server's MCP endpoints answer in its pod, and whether its bridge has `/readyz`.
 pub fn endpoint(spec: &ServerSpec, settings: &JobSettings) -> (u16, ImageTransport) {
-    match &spec.source {
+    match &spec.launch.source {
         Source::Command { .. } => (SERVER_PORT, ImageTransport::Stdio),
         Source::Image { transport, port, .. } => {
             let transport = transport.unwrap_or(settings.image_transport);
@@ -114,7 +126,7 @@ pub fn endpoint(spec: &ServerSpec, settings: &JobSettings) -> (u16, ImageTranspo
 }
 
 fn meta(name: String, spec: &ServerSpec) -> ObjectMeta {
-    ObjectMeta { name: Some(name), labels: Some(standard_labels(spec)), ..Default::default() }
+    ObjectMeta { name: Some(name), labels: Some(standard_labels(&spec.identity)), ..Default::default() }
 }
 
 /// [`selector`] as a label-selector query (`k=v,k2=v2`), for lists and watches.
@@ -184,9 +196,9 @@ pub fn job(spec: &ServerSpec, settings: &JobSettings) -> Job {
     let mut volumes = vec![volume("tmp")];
     let mut mounts = vec![mount("tmp", "/tmp")];
     let mut init_containers = None;
-    let (image, command, args, probe) = match &spec.source {
+    let (image, command, args, probe) = match &spec.launch.source {
         Source::Command { argv } => {
-            let image = spec.command_image.clone().unwrap_or_else(|| settings.server_image.clone());
+            let image = spec.launch.command_image.clone().unwrap_or_else(|| settings.server_image.clone());
             (image, Some(vec!["mcp-ephemeral".to_string()]), bridge_argv("mcp-ephemeral", argv)[1..].to_vec(), true)
         }
         Source::Image { image, args, .. } if transport == ImageTransport::Stdio => {
@@ -225,13 +237,14 @@ pub fn job(spec: &ServerSpec, settings: &JobSettings) -> Job {
         }
     };
     let env: Vec<EnvVar> = spec
+        .launch
         .env
         .iter()
         .map(|(k, v)| EnvVar { name: k.clone(), value: Some(v.clone()), ..Default::default() })
         .collect();
-    let env_from = (!spec.secret_env.is_empty()).then(|| {
+    let env_from = (!spec.launch.secret_env.is_empty()).then(|| {
         vec![EnvFromSource {
-            secret_ref: Some(SecretEnvSource { name: secret_name(&spec.name), optional: Some(false) }),
+            secret_ref: Some(SecretEnvSource { name: secret_name(&spec.identity.name), optional: Some(false) }),
             ..Default::default()
         }]
     });
@@ -249,40 +262,40 @@ pub fn job(spec: &ServerSpec, settings: &JobSettings) -> Job {
             ..Default::default()
         }]),
         readiness_probe: Some(readiness),
-        resources: Some(resources(&spec.resources.or(&settings.resources))),
+        resources: Some(resources(&spec.launch.resources.or(&settings.resources))),
         security_context: Some(container_security()),
         volume_mounts: Some(mounts),
         ..Default::default()
     };
     let annotation = SpecAnnotation {
-        preset: spec.preset.clone(),
-        command: spec.command_line(),
-        env_names: spec.env.keys().cloned().collect(),
-        secret_env_names: spec.secret_env.keys().cloned().collect(),
+        preset: spec.identity.preset.clone(),
+        command: spec.launch.command_line(),
+        env_names: spec.launch.env.keys().cloned().collect(),
+        secret_env_names: spec.launch.secret_env.keys().cloned().collect(),
         port,
         transport: match transport {
-            ImageTransport::Stdio => "bridge".into(),
-            ImageTransport::Http => "http".into(),
+            ImageTransport::Stdio => PodTransport::Bridge,
+            ImageTransport::Http => PodTransport::Http,
         },
     };
     let annotations = BTreeMap::from([
-        (ANNOTATION_CREATED.to_string(), rfc3339(spec.created_at)),
-        (ANNOTATION_EXPIRES.to_string(), rfc3339(spec.expires_at)),
+        (ANNOTATION_CREATED.to_string(), rfc3339(spec.identity.created_at)),
+        (ANNOTATION_EXPIRES.to_string(), rfc3339(spec.identity.expires_at)),
         (ANNOTATION_SPEC.to_string(), serde_json::to_string(&annotation).unwrap_or_default()),
     ]);
-    let mut pod_meta = meta(spec.name.clone(), spec);
+    let mut pod_meta = meta(spec.identity.name.clone(), spec);
     pod_meta.name = None;
     Job {
-        metadata: ObjectMeta { annotations: Some(annotations), ..meta(spec.name.clone(), spec) },
+        metadata: ObjectMeta { annotations: Some(annotations), ..meta(spec.identity.name.clone(), spec) },
         spec: Some(JobSpec {
             backoff_limit: Some(0),
-            active_deadline_seconds: Some(spec.ttl.as_secs().max(1) as i64),
+            active_deadline_seconds: Some(spec.identity.ttl.as_secs().max(1) as i64),
             ttl_seconds_after_finished: Some(settings.keep_finished_secs),
             template: PodTemplateSpec {
                 metadata: Some(pod_meta),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
-                    automount_service_account_token: Some(spec.needs_kube_api),
+                    automount_service_account_token: Some(spec.launch.needs_kube_api),
                     enable_service_links: Some(false),
                     termination_grace_period_seconds: Some(5),
                     security_context: Some(PodSecurityContext {
@@ -333,10 +346,10 @@ pub fn owned_by(job_name: &str, job_uid: &str) -> OwnerReference {
 pub fn service(spec: &ServerSpec, settings: &JobSettings, owner: OwnerReference) -> Service {
     let (port, _) = endpoint(spec, settings);
     Service {
-        metadata: ObjectMeta { owner_references: Some(vec![owner]), ..meta(spec.name.clone(), spec) },
+        metadata: ObjectMeta { owner_references: Some(vec![owner]), ..meta(spec.identity.name.clone(), spec) },
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
-            selector: Some(selector(&spec.name)),
+            selector: Some(selector(&spec.identity.name)),
             ports: Some(vec![ServicePort {
                 name: Some("mcp".into()),
                 port: SERVER_PORT.into(),
@@ -353,12 +366,12 @@ pub fn service(spec: &ServerSpec, settings: &JobSettings, owner: OwnerReference)
 /// The Secret holding `secret_env`, if there is any. It is created before its Job (the pod
 /// needs it to start) and given the Job as owner right after.
 pub fn secret(spec: &ServerSpec) -> Option<Secret> {
-    if spec.secret_env.is_empty() {
+    if spec.launch.secret_env.is_empty() {
         return None;
     }
-    let data = spec.secret_env.iter().map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes()))).collect();
+    let data = spec.launch.secret_env.iter().map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes()))).collect();
     Some(Secret {
-        metadata: meta(secret_name(&spec.name), spec),
+        metadata: meta(secret_name(&spec.identity.name), spec),
         type_: Some("Opaque".into()),
         immutable: Some(true),
         data: Some(data),
@@ -371,22 +384,27 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
+    use crate::spec::{Identity, Launch};
 
     fn spec(source: Source) -> ServerSpec {
         let created_at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         ServerSpec {
-            name: "time-abcd1234".into(),
-            preset: Some("time".into()),
-            source,
-            env: BTreeMap::from([("TZ".into(), "UTC".into())]),
-            secret_env: BTreeMap::from([("API_KEY".into(), "s3cr3t-value".into())]),
-            labels: BTreeMap::from([("team".into(), "blue".into())]),
-            ttl: Duration::from_secs(600),
-            created_at,
-            expires_at: created_at + Duration::from_secs(600),
-            needs_kube_api: false,
-            resources: Resources { memory_limit: Some("256Mi".into()), ..Default::default() },
-            command_image: None,
+            identity: Identity {
+                name: "time-abcd1234".into(),
+                preset: Some("time".into()),
+                labels: BTreeMap::from([("team".into(), "blue".into())]),
+                ttl: Duration::from_secs(600),
+                created_at,
+                expires_at: created_at + Duration::from_secs(600),
+            },
+            launch: Launch {
+                source,
+                env: BTreeMap::from([("TZ".into(), "UTC".into())]),
+                secret_env: BTreeMap::from([("API_KEY".into(), "s3cr3t-value".into())]),
+                needs_kube_api: false,
+                resources: Resources { memory_limit: Some("256Mi".into()), ..Default::default() },
+                command_image: None,
+            },
         }
     }
 
@@ -451,7 +469,7 @@ mod tests {
         assert!(!job_text.contains("s3cr3t-value"), "a secret value leaked into the Job");
         assert!(job_text.contains("API_KEY"));
         let mut no_secrets = s.clone();
-        no_secrets.secret_env.clear();
+        no_secrets.launch.secret_env.clear();
         assert!(secret(&no_secrets).is_none());
         assert!(!yaml(&job(&no_secrets, &JobSettings::default())).contains("envFrom"));
     }
@@ -461,7 +479,7 @@ mod tests {
         let mut s = preset_spec();
         let pod = |s: &ServerSpec| job(s, &JobSettings::default()).spec.unwrap().template.spec.unwrap();
         assert_eq!(pod(&s).automount_service_account_token, Some(false));
-        s.needs_kube_api = true;
+        s.launch.needs_kube_api = true;
         assert_eq!(pod(&s).automount_service_account_token, Some(true));
     }
 
@@ -472,6 +490,6 @@ mod tests {
         let back: SpecAnnotation = serde_json::from_str(text).unwrap();
         assert_eq!(back.command, ["uvx", "mcp-server-time", "--local-timezone", "UTC"]);
         assert_eq!(back.secret_env_names, ["API_KEY"]);
-        assert_eq!(back.transport, "bridge");
+        assert_eq!(back.transport, PodTransport::Bridge);
     }
 }

@@ -4,16 +4,17 @@
 //! outlives its TTL (`activeDeadlineSeconds`, `ttlSecondsAfterFinished`).
 
 pub mod client;
-pub mod manifests;
-pub mod portforward;
+pub(crate) mod manifests;
+mod pods;
+pub(crate) mod portforward;
 pub mod rbac;
-pub mod readiness;
-pub mod retry;
-pub mod status;
+pub(crate) mod readiness;
+pub(crate) mod retry;
+pub(crate) mod status;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use futures::{StreamExt, future::BoxFuture};
+use futures::StreamExt;
 use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{Event, Pod, Secret, Service},
@@ -30,12 +31,13 @@ use self::{
     retry::{ApiError, WatchBackoff},
 };
 use super::{
-    Deleted, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY, ProgressFn, Runtime, RuntimeError, ServerInfo,
-    Urls,
+    DeletePhase, Deleted, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY, Phase, Reason, RuntimeError,
+    ServerInfo, Urls,
 };
 use crate::{
-    gateway::Stream,
+    http::Stream,
     spec::{LabelSelector, ServerSpec},
+    tasks::Tasks,
 };
 
 /// How long `delete_mcp_server(wait_for_deletion=true)` waits for the pod to go.
@@ -57,6 +59,7 @@ pub enum UrlMode {
 
 pub struct KubernetesRuntime {
     client: Client,
+    tasks: Tasks,
     namespace: String,
     in_cluster: bool,
     settings: JobSettings,
@@ -64,21 +67,27 @@ pub struct KubernetesRuntime {
 }
 
 impl KubernetesRuntime {
-    pub fn new(conn: Connection, settings: JobSettings, urls: UrlMode) -> Arc<KubernetesRuntime> {
+    /// The runtime, with a sweep of what a crashed predecessor left behind started on `tasks`.
+    pub fn new(conn: Connection, settings: JobSettings, urls: UrlMode, tasks: Tasks) -> Arc<KubernetesRuntime> {
         let rt = Arc::new(KubernetesRuntime {
             client: conn.client,
+            tasks: tasks.clone(),
             namespace: conn.namespace,
             in_cluster: conn.in_cluster,
             settings,
             urls,
         });
         let sweeper = rt.clone();
-        tokio::spawn(async move { sweeper.sweep_orphans().await });
+        tasks.spawn_until_cancelled(async move { sweeper.sweep_orphans().await });
         rt
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub(crate) fn tasks(&self) -> &Tasks {
+        &self.tasks
     }
 
     pub(crate) fn jobs(&self) -> Api<Job> {
@@ -121,28 +130,30 @@ impl KubernetesRuntime {
 
     /// Whether the server's bridge has a `/readyz` this process can ask.
     pub(crate) fn can_confirm(&self, job: &Job) -> bool {
-        status::spec_annotation(job).transport == "bridge"
+        status::spec_annotation(job).transport == manifests::PodTransport::Bridge
     }
 
     /// Opens a stream to the bridge port of `pod`: directly in the cluster, else port-forward.
     pub(crate) fn pod_stream(
         &self,
         pod: Pod,
-    ) -> impl Fn() -> BoxFuture<'static, Result<Box<dyn Stream>, String>> + Send + 'static {
+    ) -> impl Fn() -> futures::future::BoxFuture<'static, Result<Box<dyn Stream>, portforward::TunnelError>> + Send + 'static
+    {
         let pods = self.pods();
         let in_cluster = self.in_cluster;
+        let tasks = self.tasks.clone();
         move || {
-            let pods = pods.clone();
-            let pod = pod.clone();
+            let (pods, pod, tasks) = (pods.clone(), pod.clone(), tasks.clone());
             Box::pin(async move {
                 if in_cluster {
-                    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).ok_or("the pod has no IP yet")?;
+                    let ip =
+                        pod.status.as_ref().and_then(|s| s.pod_ip.clone()).ok_or(portforward::TunnelError::NoPodIp)?;
                     let s = tokio::net::TcpStream::connect((ip.as_str(), manifests::SERVER_PORT))
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(portforward::TunnelError::Connect)?;
                     Ok(Box::new(s) as Box<dyn Stream>)
                 } else {
-                    portforward::open(&pods, &pod.name_any(), manifests::SERVER_PORT).await
+                    portforward::open(&pods, &pod.name_any(), manifests::SERVER_PORT, &tasks).await
                 }
             })
         }
@@ -157,14 +168,9 @@ impl KubernetesRuntime {
         }
     }
 
-    /// The pod of `job` that matters: a live one if there is one, else the newest.
+    /// The pod of `job` that matters ([`pods::pod_of_job`]).
     pub(crate) async fn find_pod(&self, job: &str) -> Result<Option<Pod>, RuntimeError> {
-        let pods = self.pods();
-        let params = ListParams::default().labels(&self.pod_selector(job));
-        let list = retry::call("list pods", || pods.list(&params))
-            .await
-            .map_err(|e| e.into_runtime(format!("reading the pod of `{job}`")))?;
-        Ok(pick_pod(list.items))
+        pods::find(&self.pods(), job).await.map_err(|e| e.into_runtime(format!("reading the pod of `{job}`")))
     }
 
     /// Create the objects of `spec`, trying a fresh name if the name is taken.
@@ -172,12 +178,13 @@ impl KubernetesRuntime {
         for attempt in 1..=NAME_ATTEMPTS {
             match self.create_once(&spec).await {
                 Err(e) if e.is_name_taken() && attempt < NAME_ATTEMPTS => {
-                    let base = spec.name.rsplit_once('-').map_or(spec.name.as_str(), |(b, _)| b).to_string();
+                    let id = &mut spec.identity;
+                    let base = id.name.rsplit_once('-').map_or(id.name.as_str(), |(b, _)| b).to_string();
                     let fresh = crate::names::generate(&base);
-                    tracing::info!(taken = %spec.name, name = %fresh, "name taken in the cluster; trying another");
-                    spec.name = fresh;
+                    tracing::info!(taken = %id.name, name = %fresh, "name taken in the cluster; trying another");
+                    id.name = fresh;
                 }
-                Err(e) => return Err(e.into_runtime(format!("creating server `{}`", spec.name))),
+                Err(e) => return Err(e.into_runtime(format!("creating server `{}`", spec.identity.name))),
                 Ok(job) => return Ok(job),
             }
         }
@@ -186,6 +193,7 @@ impl KubernetesRuntime {
 
     async fn create_once(&self, spec: &ServerSpec) -> Result<Job, ApiError> {
         let pp = PostParams::default();
+        let name = &spec.identity.name;
         let secret = manifests::secret(spec);
         // The Secret first: the pod cannot start without it.
         if let Some(secret) = &secret {
@@ -198,25 +206,25 @@ impl KubernetesRuntime {
             Ok(job) => job,
             Err(e) => {
                 if secret.is_some() {
-                    self.delete_quietly(&self.secrets(), &manifests::secret_name(&spec.name)).await;
+                    self.delete_quietly(&self.secrets(), &manifests::secret_name(name)).await;
                 }
                 return Err(e);
             }
         };
-        let owner = manifests::owned_by(&spec.name, job.metadata.uid.as_deref().unwrap_or_default());
+        let owner = manifests::owned_by(name, job.metadata.uid.as_deref().unwrap_or_default());
         let service = manifests::service(spec, &self.settings, owner.clone());
         let services = self.services();
         let mut rest = retry::call("create service", || services.create(&pp, &service)).await.map(|_| ());
         if rest.is_ok() && secret.is_some() {
             let secrets = self.secrets();
             let patch = Patch::Merge(serde_json::json!({"metadata": {"ownerReferences": [owner]}}));
-            let name = manifests::secret_name(&spec.name);
+            let secret_name = manifests::secret_name(name);
             let params = PatchParams::default();
-            rest = retry::call("patch secret", || secrets.patch(&name, &params, &patch)).await.map(|_| ());
+            rest = retry::call("patch secret", || secrets.patch(&secret_name, &params, &patch)).await.map(|_| ());
         }
         if let Err(e) = rest {
             // Half a server is worse than none.
-            let _ = self.remove(&spec.name).await;
+            let _ = self.remove(name).await;
             return Err(e);
         }
         Ok(job)
@@ -330,162 +338,121 @@ where
     }
 }
 
-/// A live pod if there is one, else the newest.
-fn pick_pod(mut pods: Vec<Pod>) -> Option<Pod> {
-    pods.sort_by_key(|p| (p.metadata.deletion_timestamp.is_none(), p.metadata.creation_timestamp.clone().map(|t| t.0)));
-    pods.pop()
-}
-
-impl Runtime for KubernetesRuntime {
-    fn kind(&self) -> &'static str {
-        "kubernetes"
+impl KubernetesRuntime {
+    pub(crate) async fn create(&self, spec: ServerSpec) -> Result<ServerInfo, RuntimeError> {
+        if let crate::spec::Source::Image { image, args, .. } = &spec.launch.source
+            && manifests::endpoint(&spec, &self.settings).1 == crate::spec::ImageTransport::Stdio
+            && args.is_empty()
+        {
+            return Err(RuntimeError::Unsupported(format!(
+                "`{image}` speaks stdio (image_transport \"stdio\"), so it runs behind the bridge, which needs the command to start in `runtime_args` (an image's ENTRYPOINT cannot be read from the cluster), e.g. [\"node\", \"dist/index.js\"]; or set image_transport \"http\" if it serves MCP over HTTP itself"
+            )));
+        }
+        let job = self.create_objects(spec).await?;
+        tracing::info!(server = %job.name_any(), namespace = %self.namespace, "job created");
+        Ok(self.info(&job, None))
     }
 
-    fn namespace(&self) -> Option<String> {
-        Some(self.namespace.clone())
+    pub(crate) async fn status(&self, name: &str) -> Result<ServerInfo, RuntimeError> {
+        let job = self.get_job(name).await?;
+        let pod = self.find_pod(name).await?;
+        let mut info = self.info(&job, pod.as_ref());
+        if info.phase == Phase::Failed
+            && let Some(pod) = &pod
+        {
+            let tail = self.logs_of(pod, 20).await.unwrap_or_default();
+            info.log_tail = Some(tail);
+        }
+        Ok(info)
     }
 
-    fn create(&self, spec: ServerSpec) -> BoxFuture<'_, Result<ServerInfo, RuntimeError>> {
-        Box::pin(async move {
-            if let crate::spec::Source::Image { image, args, .. } = &spec.source
-                && manifests::endpoint(&spec, &self.settings).1 == crate::spec::ImageTransport::Stdio
-                && args.is_empty()
-            {
-                return Err(RuntimeError::Unsupported(format!(
-                    "`{image}` speaks stdio (image_transport \"stdio\"), so it runs behind the bridge, which needs the command to start in `runtime_args` (an image's ENTRYPOINT cannot be read from the cluster), e.g. [\"node\", \"dist/index.js\"]; or set image_transport \"http\" if it serves MCP over HTTP itself"
-                )));
+    pub(crate) async fn list(&self, selector: &LabelSelector) -> Result<Vec<ServerInfo>, RuntimeError> {
+        let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
+        // Warm-pool members are nobody's servers until handed out.
+        let user = [selector.to_query(), format!("!{LABEL_POOL}")].join(",");
+        let user = user.trim_start_matches(',');
+        let labels = format!("{managed},{user}");
+        let (jobs, pods) = (self.jobs(), self.pods());
+        let (job_params, pod_params) = (ListParams::default().labels(&labels), ListParams::default().labels(&managed));
+        let (jobs, pods) = futures::join!(
+            retry::call("list jobs", || jobs.list(&job_params)),
+            retry::call("list pods", || pods.list(&pod_params))
+        );
+        let jobs = jobs.map_err(|e| e.into_runtime("listing servers"))?.items;
+        let pods = pods.map_err(|e| e.into_runtime("listing servers"))?.items;
+        let mut by_job: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
+        for pod in pods {
+            if let Some(instance) = pod.labels().get(LABEL_INSTANCE).cloned() {
+                by_job.entry(instance).or_default().push(pod);
             }
-            let job = self.create_objects(spec).await?;
-            tracing::info!(server = %job.name_any(), namespace = %self.namespace, "job created");
-            Ok(self.info(&job, None))
-        })
+        }
+        let mut infos: Vec<ServerInfo> = jobs
+            .iter()
+            .map(|job| {
+                let pod = by_job.remove(&job.name_any()).and_then(pods::pod_of_job);
+                self.info(job, pod.as_ref())
+            })
+            .collect();
+        infos.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.job_name.cmp(&b.job_name)));
+        Ok(infos)
     }
 
-    fn wait_ready<'a>(
-        &'a self,
-        name: &'a str,
-        timeout: Duration,
-        progress: Option<ProgressFn>,
-    ) -> BoxFuture<'a, Result<ServerInfo, RuntimeError>> {
-        Box::pin(readiness::wait_ready(self, name, timeout, progress))
+    pub(crate) async fn delete(&self, name: &str, wait: bool) -> Result<Deleted, RuntimeError> {
+        let removed = self.remove(name).await.map_err(|e| e.into_runtime(format!("deleting `{name}`")))?;
+        let already_gone = removed.is_empty();
+        let gone = already_gone || (wait && self.pods_gone(name).await);
+        let phase = if gone { DeletePhase::Deleted } else { DeletePhase::Terminating };
+        tracing::info!(server = name, ?phase, "deleted");
+        Ok(Deleted { job_name: name.to_string(), phase, removed, already_gone })
     }
 
-    fn status<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<ServerInfo, RuntimeError>> {
-        Box::pin(async move {
-            let job = self.get_job(name).await?;
-            let pod = self.find_pod(name).await?;
-            let mut info = self.info(&job, pod.as_ref());
-            if info.phase == super::Phase::Failed
-                && let Some(pod) = &pod
-            {
-                let tail = self.logs_of(pod, 20).await.unwrap_or_default();
-                info.log_tail = Some(tail);
-            }
-            Ok(info)
-        })
-    }
-
-    fn list<'a>(&'a self, selector: &'a LabelSelector) -> BoxFuture<'a, Result<Vec<ServerInfo>, RuntimeError>> {
-        Box::pin(async move {
-            let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
-            // Warm-pool members are nobody's servers until handed out.
-            let user = [selector.to_query(), format!("!{LABEL_POOL}")].join(",");
-            let user = user.trim_start_matches(',');
-            let labels = format!("{managed},{user}");
-            let (jobs, pods) = (self.jobs(), self.pods());
-            let (job_params, pod_params) =
-                (ListParams::default().labels(&labels), ListParams::default().labels(&managed));
-            let (jobs, pods) = futures::join!(
-                retry::call("list jobs", || jobs.list(&job_params)),
-                retry::call("list pods", || pods.list(&pod_params))
-            );
-            let jobs = jobs.map_err(|e| e.into_runtime("listing servers"))?.items;
-            let pods = pods.map_err(|e| e.into_runtime("listing servers"))?.items;
-            let mut by_job: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
-            for pod in pods {
-                if let Some(instance) = pod.labels().get(LABEL_INSTANCE).cloned() {
-                    by_job.entry(instance).or_default().push(pod);
-                }
-            }
-            let mut infos: Vec<ServerInfo> = jobs
-                .iter()
-                .map(|job| {
-                    let pod = by_job.remove(&job.name_any()).and_then(pick_pod);
-                    self.info(job, pod.as_ref())
-                })
-                .collect();
-            infos.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.job_name.cmp(&b.job_name)));
-            Ok(infos)
-        })
-    }
-
-    fn delete<'a>(&'a self, name: &'a str, wait: bool) -> BoxFuture<'a, Result<Deleted, RuntimeError>> {
-        Box::pin(async move {
-            let removed = self.remove(name).await.map_err(|e| e.into_runtime(format!("deleting `{name}`")))?;
-            let already_gone = removed.is_empty();
-            let phase = if already_gone || (wait && self.pods_gone(name).await) { "Deleted" } else { "Terminating" };
-            tracing::info!(server = name, phase, "deleted");
-            Ok(Deleted { job_name: name.to_string(), phase: phase.into(), removed, already_gone })
-        })
-    }
-
-    fn adopt<'a>(&'a self, pooled: &'a str, spec: ServerSpec) -> BoxFuture<'a, Result<ServerInfo, RuntimeError>> {
-        Box::pin(async move {
-            let job = self.get_job(pooled).await?;
-            let pod = self.find_pod(pooled).await?;
-            if pod.as_ref().map(status::pod_state) != Some(status::PodState::Ready) {
-                let _ = self.remove(pooled).await;
-                return Err(RuntimeError::Failed {
-                    name: pooled.to_string(),
-                    reason: "PoolMemberNotReady".into(),
-                    message: "the warm-pool member stopped being ready".into(),
-                });
-            }
-            // A Job cannot be renamed: the member keeps its name and takes the caller's labels,
-            // times and deadline (counted from the Job's start).
-            let mut renamed = spec.clone();
-            renamed.name = pooled.to_string();
-            let mut labels: serde_json::Map<String, serde_json::Value> =
-                super::standard_labels(&renamed).into_iter().map(|(k, v)| (k, v.into())).collect();
-            labels.insert(LABEL_POOL.into(), serde_json::Value::Null);
-            let started =
-                job.status.as_ref().and_then(|s| s.start_time.clone()).map(|t| std::time::SystemTime::from(t.0));
-            let age = started.and_then(|t| t.elapsed().ok()).unwrap_or_default();
-            let deadline = (age + spec.ttl).as_secs().max(1);
-            let patch = Patch::Merge(serde_json::json!({
-                "metadata": {
-                    "labels": labels,
-                    "annotations": {
-                        manifests::ANNOTATION_CREATED: super::rfc3339(spec.created_at),
-                        manifests::ANNOTATION_EXPIRES: super::rfc3339(spec.expires_at),
-                    },
+    pub(crate) async fn adopt(&self, pooled: &str, spec: ServerSpec) -> Result<ServerInfo, RuntimeError> {
+        let job = self.get_job(pooled).await?;
+        let pod = self.find_pod(pooled).await?;
+        if pod.as_ref().map(status::pod_state) != Some(status::PodState::Ready) {
+            let _ = self.remove(pooled).await;
+            return Err(RuntimeError::Failed {
+                name: pooled.to_string(),
+                reason: Reason::PoolMemberNotReady,
+                message: "the warm-pool member stopped being ready".into(),
+            });
+        }
+        // A Job cannot be renamed: the member keeps its name and takes the caller's labels,
+        // times and deadline (counted from the Job's start).
+        let mut renamed = spec.identity.clone();
+        renamed.name = pooled.to_string();
+        let mut labels: serde_json::Map<String, serde_json::Value> =
+            super::standard_labels(&renamed).into_iter().map(|(k, v)| (k, v.into())).collect();
+        labels.insert(LABEL_POOL.into(), serde_json::Value::Null);
+        let started = job.status.as_ref().and_then(|s| s.start_time.clone()).map(|t| std::time::SystemTime::from(t.0));
+        let age = started.and_then(|t| t.elapsed().ok()).unwrap_or_default();
+        let deadline = (age + renamed.ttl).as_secs().max(1);
+        let patch = Patch::Merge(serde_json::json!({
+            "metadata": {
+                "labels": labels,
+                "annotations": {
+                    manifests::ANNOTATION_CREATED: super::rfc3339(renamed.created_at),
+                    manifests::ANNOTATION_EXPIRES: super::rfc3339(renamed.expires_at),
                 },
-                "spec": {"activeDeadlineSeconds": deadline},
-            }));
-            let (jobs, params) = (self.jobs(), PatchParams::default());
-            let job = retry::call("patch job", || jobs.patch(pooled, &params, &patch))
-                .await
-                .map_err(|e| e.into_runtime(format!("handing out pool member `{pooled}`")))?;
-            tracing::info!(server = pooled, "warm-pool member handed out");
-            Ok(self.info(&job, pod.as_ref()))
-        })
+            },
+            "spec": {"activeDeadlineSeconds": deadline},
+        }));
+        let (jobs, params) = (self.jobs(), PatchParams::default());
+        let job = retry::call("patch job", || jobs.patch(pooled, &params, &patch))
+            .await
+            .map_err(|e| e.into_runtime(format!("handing out pool member `{pooled}`")))?;
+        tracing::info!(server = pooled, "warm-pool member handed out");
+        Ok(self.info(&job, pod.as_ref()))
     }
 
-    fn logs<'a>(&'a self, name: &'a str, tail: usize) -> BoxFuture<'a, Result<Vec<String>, RuntimeError>> {
-        Box::pin(async move {
-            self.get_job(name).await?;
-            let pod = self.find_pod(name).await?.ok_or_else(|| {
-                RuntimeError::Unsupported(format!(
-                    "server `{name}` has no pod yet, so there are no logs; get_mcp_server_status shows why"
-                ))
-            })?;
-            self.logs_of(&pod, tail).await
-        })
-    }
-
-    /// Servers live in the cluster and end with their TTL; nothing here must stop them.
-    fn shutdown(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
+    pub(crate) async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>, RuntimeError> {
+        self.get_job(name).await?;
+        let pod = self.find_pod(name).await?.ok_or_else(|| {
+            RuntimeError::Unsupported(format!(
+                "server `{name}` has no pod yet, so there are no logs; get_mcp_server_status shows why"
+            ))
+        })?;
+        self.logs_of(&pod, tail).await
     }
 }
 

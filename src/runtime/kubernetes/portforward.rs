@@ -11,24 +11,42 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::{Api, Client, ResourceExt, api::ListParams};
+use kube::{Api, Client, ResourceExt};
 
-use super::{manifests, retry};
-use crate::gateway::{Dialer, GatewayError, Stream};
+use super::{pods, retry};
+use crate::{
+    gateway::{Dialer, GatewayError},
+    http::Stream,
+    tasks::Tasks,
+};
 
 /// How long a Job's pod and port are trusted without asking the API again. A pod does not
 /// change under a Job (restartPolicy Never); a failed tunnel forgets it at once.
 const TARGET_TTL: Duration = Duration::from_secs(10);
 
+/// Why a stream to a pod could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error("the port-forward request failed: {0}")]
+    Request(#[source] retry::ApiError),
+    #[error("port {0} was not forwarded")]
+    NoStream(u16),
+    #[error("the pod has no IP yet")]
+    NoPodIp,
+    #[error("cannot connect to the pod: {0}")]
+    Connect(#[source] std::io::Error),
+}
+
 pub struct PodDialer {
     pods: Api<Pod>,
+    tasks: Tasks,
     /// job → (pod, port, when it was looked up).
     targets: Mutex<HashMap<String, (String, u16, Instant)>>,
 }
 
 impl PodDialer {
-    pub fn new(client: Client, namespace: &str) -> PodDialer {
-        PodDialer { pods: Api::namespaced(client, namespace), targets: Mutex::default() }
+    pub fn new(client: Client, namespace: &str, tasks: Tasks) -> PodDialer {
+        PodDialer { pods: Api::namespaced(client, namespace), tasks, targets: Mutex::default() }
     }
 
     /// [`PodDialer::target`], remembered for [`TARGET_TTL`].
@@ -48,27 +66,14 @@ impl PodDialer {
 
     /// The running pod of `job` and the port its server listens on.
     async fn target(&self, job: &str) -> Result<(String, u16), GatewayError> {
-        let params = ListParams::default().labels(&manifests::selector_query(job));
-        let pods = retry::call("list pods", || self.pods.list(&params))
+        let pod = pods::find(&self.pods, job)
             .await
             .map_err(|e| GatewayError::Tunnel { job: job.to_string(), why: e.to_string() })?
-            .items;
-        if pods.is_empty() {
-            return Err(GatewayError::NotFound(job.to_string()));
+            .ok_or_else(|| GatewayError::NotFound(job.to_string()))?;
+        if !pods::is_running(&pod) {
+            return Err(GatewayError::NotRunning { job: job.to_string(), why: "its pod is not running".into() });
         }
-        let pod = pods
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .ok_or_else(|| GatewayError::NotRunning { job: job.to_string(), why: "its pod is not running".into() })?;
-        let port = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.containers.iter().find(|c| c.name == manifests::CONTAINER))
-            .and_then(|c| c.ports.as_ref()?.first())
-            .map(|p| p.container_port as u16)
-            .unwrap_or(manifests::SERVER_PORT);
-        Ok((pod.name_any(), port))
+        Ok((pod.name_any(), pods::server_port(&pod)))
     }
 }
 
@@ -76,21 +81,21 @@ impl Dialer for PodDialer {
     fn dial<'a>(&'a self, job: &'a str) -> futures::future::BoxFuture<'a, Result<Box<dyn Stream>, GatewayError>> {
         Box::pin(async move {
             let (pod, port) = self.cached_target(job).await?;
-            open(&self.pods, &pod, port).await.map_err(|why| {
+            open(&self.pods, &pod, port, &self.tasks).await.map_err(|why| {
                 self.targets.lock().expect("targets poisoned").remove(job);
-                GatewayError::Tunnel { job: job.to_string(), why }
+                GatewayError::Tunnel { job: job.to_string(), why: why.to_string() }
             })
         })
     }
 }
 
 /// A port-forward stream to `port` of `pod`.
-pub async fn open(pods: &Api<Pod>, pod: &str, port: u16) -> Result<Box<dyn Stream>, String> {
-    let mut forwarder = retry::once(pods.portforward(pod, &[port])).await.map_err(|e| e.to_string())?;
-    let stream = forwarder.take_stream(port).ok_or_else(|| format!("port {port} was not forwarded"))?;
+pub async fn open(pods: &Api<Pod>, pod: &str, port: u16, tasks: &Tasks) -> Result<Box<dyn Stream>, TunnelError> {
+    let mut forwarder = retry::once(pods.portforward(pod, &[port])).await.map_err(TunnelError::Request)?;
+    let stream = forwarder.take_stream(port).ok_or(TunnelError::NoStream(port))?;
     let name = pod.to_string();
     // The forwarder's task ends when the stream is dropped.
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         if let Err(e) = forwarder.join().await {
             tracing::debug!(pod = %name, error = %e, "port-forward ended");
         }

@@ -9,8 +9,6 @@
 use std::{pin::Pin, time::Duration};
 
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream::BoxStream};
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{Event, Pod},
@@ -27,8 +25,9 @@ use super::{
     status::{self, PodState},
 };
 use crate::{
-    gateway::Stream,
-    runtime::{Phase, ProgressFn, ProgressStep, RuntimeError, ServerInfo},
+    http::Stream,
+    runtime::{Phase, ProgressFn, ProgressStep, Reason, RuntimeError, ServerInfo},
+    tasks::Tasks,
 };
 
 /// Consecutive watch errors before the API server is declared unusable (about 5 s of backoff).
@@ -55,7 +54,7 @@ pub async fn wait_ready(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut job = rt.get_job(name).await?;
     if let Some((reason, message)) = status::job_failure(&job) {
-        return Err(RuntimeError::Failed { name: name.to_string(), reason, message });
+        return Err(RuntimeError::Failed { name: name.to_string(), reason: Reason::from_cluster(reason), message });
     }
     let selector = rt.pod_selector(name);
     let pods: BoxStream<'static, Update> = watcher(rt.pods(), watcher::Config::default().labels(&selector))
@@ -103,7 +102,11 @@ pub async fn wait_ready(
             }
         };
         let Some(update) = update else {
-            return Err(RuntimeError::Api { action: format!("watching `{name}`"), detail: "the watch ended".into() });
+            return Err(RuntimeError::Watch {
+                action: format!("watching `{name}`"),
+                detail: "the watch ended".into(),
+                source: None,
+            });
         };
         match update {
             Update::Pod(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
@@ -121,14 +124,18 @@ pub async fn wait_ready(
                     PodState::Failed { reason, message, .. } => {
                         let message = rt.explain(&pod, message).await;
                         tracing::warn!(server = name, %reason, "failed while starting");
-                        return Err(RuntimeError::Failed { name: name.to_string(), reason, message });
+                        return Err(RuntimeError::Failed {
+                            name: name.to_string(),
+                            reason: Reason::from_cluster(reason),
+                            message,
+                        });
                     }
                     PodState::Succeeded => {
                         let message =
                             rt.explain(&pod, "the server exited (code 0) before it became ready".into()).await;
                         return Err(RuntimeError::Failed {
                             name: name.to_string(),
-                            reason: "Completed".into(),
+                            reason: Reason::Completed,
                             message,
                         });
                     }
@@ -177,7 +184,7 @@ async fn job_failed(
         Some(pod) => rt.explain(pod, message).await,
         None => message,
     };
-    RuntimeError::Failed { name: name.to_string(), reason, message }
+    RuntimeError::Failed { name: name.to_string(), reason: Reason::from_cluster(reason), message }
 }
 
 /// Count a watch error (the watcher resumes on its own); too many in a row fail the wait.
@@ -185,9 +192,10 @@ fn watch_error(name: &str, errors: &mut u32, e: watcher::Error) -> Result<(), Ru
     *errors += 1;
     tracing::debug!(server = name, error = %e, errors = *errors, "watch error; resuming");
     if *errors >= MAX_WATCH_ERRORS {
-        return Err(RuntimeError::Api {
+        return Err(RuntimeError::Watch {
             action: format!("waiting for `{name}` to become ready"),
             detail: format!("the API server keeps failing ({errors} errors in a row); last: {e}"),
+            source: Some(e),
         });
     }
     Ok(())
@@ -197,11 +205,12 @@ fn watch_error(name: &str, errors: &mut u32, e: watcher::Error) -> Result<(), Ru
 /// reached (the watch still reports readiness then, one kubelet probe later).
 fn confirm_ready(rt: &KubernetesRuntime, pod: Pod) -> BoxFuture<'static, ()> {
     let dial = rt.pod_stream(pod);
+    let tasks = rt.tasks().clone();
     async move {
         for attempt in 0..100u32 {
             match dial().await {
                 Ok(stream) => {
-                    if readyz(stream).await {
+                    if readyz(stream, &tasks).await {
                         return;
                     }
                 }
@@ -220,15 +229,9 @@ fn confirm_ready(rt: &KubernetesRuntime, pod: Pod) -> BoxFuture<'static, ()> {
 }
 
 /// `GET /readyz` over `stream`: true on 200.
-async fn readyz(stream: Box<dyn Stream>) -> bool {
-    let exchange = async {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
-        tokio::spawn(conn);
-        let req = hyper::Request::get("/readyz").header("host", "localhost").body(Empty::<bytes::Bytes>::new()).ok()?;
-        let resp = sender.send_request(req).await.ok()?;
-        Some(resp.status() == hyper::StatusCode::OK)
-    };
-    tokio::time::timeout(Duration::from_secs(2), exchange).await.ok().flatten().unwrap_or(false)
+async fn readyz(stream: Box<dyn Stream>, tasks: &Tasks) -> bool {
+    let answer = crate::http::get_status(stream, "/readyz", tasks);
+    tokio::time::timeout(Duration::from_secs(2), answer).await.ok().flatten() == Some(hyper::StatusCode::OK)
 }
 
 impl KubernetesRuntime {

@@ -43,18 +43,21 @@ impl ApiError {
         }
     }
 
-    /// The error for a tool result: what failed, why, and for 403 what to do.
-    pub fn into_runtime(self, action: impl Into<String>) -> RuntimeError {
-        let action = action.into();
-        let detail = match &self {
+    /// What went wrong, for a person: the API's own message and status, and for 403 what to do.
+    pub fn detail(&self) -> String {
+        match self {
             ApiError::Kube(kube::Error::Api(s)) if s.is_forbidden() => format!(
                 "{} (the meta server's service account lacks a permission: apply deploy/kubernetes/role.yaml)",
                 s.message
             ),
             ApiError::Kube(kube::Error::Api(s)) => format!("{} ({} {})", s.message, s.code, s.reason),
             other => other.to_string(),
-        };
-        RuntimeError::Api { action, detail }
+        }
+    }
+
+    /// The error for a tool result: what failed (`action`), keeping this error as its source.
+    pub fn into_runtime(self, action: impl Into<String>) -> RuntimeError {
+        RuntimeError::Api { action: action.into(), source: self }
     }
 }
 

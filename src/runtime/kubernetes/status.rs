@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 
 use super::manifests::{ANNOTATION_CREATED, ANNOTATION_EXPIRES, ANNOTATION_SPEC, CONTAINER, SpecAnnotation};
-use crate::runtime::{LABEL_PRESET, Phase, ServerInfo, Urls};
+use crate::runtime::{LABEL_PRESET, Phase, Reason, ServerInfo, Urls};
 
 /// Container waiting reasons that never resolve on their own: the server has failed.
 const FATAL_WAITING: [&str; 7] = [
@@ -217,13 +217,8 @@ pub fn server_info(job: &Job, pod: Option<&Pod>, urls: Urls) -> ServerInfo {
             .map(|c| c.restart_count.max(0) as u32)
             .sum();
     }
-    let set = |info: &mut ServerInfo, phase, reason: &str, message: String| {
-        info.phase = phase;
-        info.reason = Some(reason.to_string());
-        info.message = Some(message);
-    };
     if job.metadata.deletion_timestamp.is_some() {
-        set(&mut info, Phase::Terminating, "Deleting", "the Job is being deleted".into());
+        info.set_phase(Phase::Terminating, Reason::Deleting, "the Job is being deleted");
         return info;
     }
     if let Some((reason, message)) = job_failure(job) {
@@ -231,30 +226,29 @@ pub fn server_info(job: &Job, pod: Option<&Pod>, urls: Urls) -> ServerInfo {
         match pod.map(pod_state) {
             Some(PodState::Failed { reason, message, exit_code }) => {
                 info.exit_code = exit_code;
-                set(&mut info, Phase::Failed, &reason, message);
+                info.set_phase(Phase::Failed, Reason::from_cluster(reason), message);
             }
-            _ => set(&mut info, Phase::Failed, &reason, message),
+            _ => info.set_phase(Phase::Failed, Reason::from_cluster(reason), message),
         }
         return info;
     }
     let Some(pod) = pod else {
         if job_complete(job) {
-            set(&mut info, Phase::Succeeded, "Completed", "the server exited without error".into());
+            info.set_phase(Phase::Succeeded, Reason::Completed, "the server exited without error");
         } else {
-            set(&mut info, Phase::Pending, "WaitingForPod", "the Job has no pod yet".into());
+            info.set_phase(Phase::Pending, Reason::WaitingForPod, "the Job has no pod yet");
         }
         return info;
     };
     match pod_state(pod) {
-        PodState::Unscheduled => set(&mut info, Phase::Pending, "Unscheduled", "waiting for a node".into()),
+        PodState::Unscheduled => info.set_phase(Phase::Pending, Reason::Unscheduled, "waiting for a node"),
         PodState::Scheduled => {
-            set(&mut info, Phase::Pending, "ContainerCreating", "pulling the image or creating the container".into())
+            info.set_phase(Phase::Pending, Reason::ContainerCreating, "pulling the image or creating the container")
         }
-        PodState::Started => set(
-            &mut info,
+        PodState::Started => info.set_phase(
             Phase::Starting,
-            "WaitingForInitialize",
-            "the container runs; it becomes Ready when the server answers initialize".into(),
+            Reason::WaitingForInitialize,
+            "the container runs; it becomes Ready when the server answers initialize",
         ),
         PodState::Ready => {
             info.phase = Phase::Ready;
@@ -270,12 +264,12 @@ pub fn server_info(job: &Job, pod: Option<&Pod>, urls: Urls) -> ServerInfo {
                 info.ready_after_ms = b.duration_since(a).ok().map(|d| d.as_millis() as u64);
             }
         }
-        PodState::Succeeded => set(&mut info, Phase::Succeeded, "Completed", "the server exited without error".into()),
+        PodState::Succeeded => info.set_phase(Phase::Succeeded, Reason::Completed, "the server exited without error"),
         PodState::Failed { reason, message, exit_code } => {
             info.exit_code = exit_code;
-            set(&mut info, Phase::Failed, &reason, message);
+            info.set_phase(Phase::Failed, Reason::from_cluster(reason), message);
         }
-        PodState::Terminating => set(&mut info, Phase::Terminating, "Deleting", "the pod is being deleted".into()),
+        PodState::Terminating => info.set_phase(Phase::Terminating, Reason::Deleting, "the pod is being deleted"),
     }
     info
 }
@@ -375,7 +369,7 @@ mod tests {
         let job: Job = serde_json::from_value(serde_json::json!({"metadata": {"name": "time-abc"},
             "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"}]}})).unwrap();
         let info = server_info(&job, None, urls.clone());
-        assert_eq!((info.phase, info.reason.as_deref()), (Phase::Failed, Some("DeadlineExceeded")));
+        assert_eq!((info.phase, info.reason.as_ref().map(Reason::as_str)), (Phase::Failed, Some("DeadlineExceeded")));
         let deleting: Job = serde_json::from_value(
             serde_json::json!({"metadata": {"name": "time-abc", "deletionTimestamp": "2026-01-01T00:00:00Z"}}),
         )

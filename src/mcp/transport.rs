@@ -15,7 +15,6 @@ use rmcp::{
     },
 };
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     bridge::{
@@ -23,13 +22,14 @@ use crate::{
         session::{OpenError, Opened, SessionLimits, SessionOpener, SessionTable},
         sse,
     },
-    http_guard::Guard,
+    http::Guard,
     mcp::MetaServer,
+    tasks::Tasks,
 };
 
 /// Serve one client on stdin/stdout until it closes stdin or `stop` fires.
-pub async fn serve_stdio(server: MetaServer, stop: CancellationToken) -> std::io::Result<()> {
-    let running = match server.serve_with_ct(rmcp::transport::stdio(), stop.child_token()).await {
+pub async fn serve_stdio(server: MetaServer, tasks: &Tasks) -> std::io::Result<()> {
+    let running = match server.serve_with_ct(rmcp::transport::stdio(), tasks.token().child_token()).await {
         Ok(r) => r,
         // A client that goes away before initializing is not an error of ours.
         Err(rmcp::service::ServerInitializeError::ConnectionClosed(_)) => {
@@ -45,15 +45,15 @@ pub async fn serve_stdio(server: MetaServer, stop: CancellationToken) -> std::io
 
 /// The HTTP app of the meta server.
 /// `extra` routes (the gateway) sit behind the same guard.
-pub fn http_router(server: MetaServer, guard: Guard, stop: &CancellationToken, extra: Option<Router>) -> Router {
+pub fn http_router(server: MetaServer, guard: Guard, tasks: &Tasks, extra: Option<Router>) -> Router {
     let config = StreamableHttpServerConfig::default()
-        .with_cancellation_token(stop.child_token())
+        .with_cancellation_token(tasks.token().child_token())
         // The Guard checks Host (with the listen address and --allowed-host) in front of it.
         .disable_allowed_hosts();
     let factory_server = server.clone();
     let streamable =
         StreamableHttpService::new(move || Ok(factory_server.clone()), LocalSessionManager::default().into(), config);
-    let table = SessionTable::new(Arc::new(InProcess { server, stop: stop.clone() }), SessionLimits::default());
+    let table = SessionTable::new(Arc::new(InProcess { server, tasks: tasks.clone() }), SessionLimits::default());
     let mut app = Router::new().nest_service("/mcp", streamable).merge(sse::routes(table));
     if let Some(extra) = extra {
         app = app.merge(extra);
@@ -61,30 +61,30 @@ pub fn http_router(server: MetaServer, guard: Guard, stop: &CancellationToken, e
     guard.apply(app).route("/healthz", get(|| async { "ok" }))
 }
 
-/// Serve HTTP on `listener` until `stop` fires.
+/// Serve HTTP on `listener` until `tasks` is cancelled.
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     server: MetaServer,
     guard: Guard,
-    stop: CancellationToken,
+    tasks: &Tasks,
     extra: Option<Router>,
 ) -> std::io::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "serving MCP at http://{addr}/mcp (SSE: /sse)");
-    let app = http_router(server, guard, &stop, extra);
-    axum::serve(crate::bridge::nodelay(listener), app).with_graceful_shutdown(stop.cancelled_owned()).await
+    let app = http_router(server, guard, tasks, extra);
+    crate::http::serve(listener, app, tasks.token().clone()).await
 }
 
 /// Opens legacy-SSE sessions on the meta server itself: its rmcp handler behind channels.
 struct InProcess {
     server: MetaServer,
-    stop: CancellationToken,
+    tasks: Tasks,
 }
 
 impl SessionOpener for InProcess {
     fn open(&self) -> BoxFuture<'_, Result<Opened, OpenError>> {
         Box::pin(async move {
-            if self.stop.is_cancelled() {
+            if self.tasks.is_cancelled() {
                 return Err(OpenError::ShuttingDown);
             }
             let (in_tx, in_rx) = mpsc::channel::<Bytes>(64);
@@ -103,10 +103,10 @@ impl SessionOpener for InProcess {
                 tx.send(Bytes::from(bytes)).await.map_err(|_| std::io::Error::other("session closed"))?;
                 Ok::<_, std::io::Error>(tx)
             });
-            let ct = self.stop.child_token();
+            let ct = self.tasks.token().child_token();
             let server = self.server.clone();
             let service_ct = ct.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 match server.serve_with_ct((Box::pin(outgoing.sink_map_err(|e| e)), incoming.boxed()), service_ct).await
                 {
                     Ok(running) => {

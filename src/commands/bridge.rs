@@ -1,0 +1,46 @@
+//! `mcp-ephemeral bridge -- CMD…`: one stdio MCP server over HTTP, as a container's entrypoint
+//! or on its own. It exits 1 when the server cannot start (unless told to stay), so a pod
+//! fails fast.
+
+use crate::{
+    bridge::{Bridge, Readiness},
+    config::BridgeRun,
+    tasks::Tasks,
+};
+
+/// Serve until SIGINT/SIGTERM (or the server's failure); `Ok(false)` when the server failed.
+pub async fn bridge(run: BridgeRun) -> std::io::Result<bool> {
+    let tasks = Tasks::new();
+    let listener = tokio::net::TcpListener::bind(run.listen)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", run.listen)))?;
+    let command = run.bridge.command.argv.clone();
+    let bridge = Bridge::start(run.bridge);
+    let app = run.guard.apply(bridge.router());
+    super::stop_on_signals(&tasks);
+    tracing::info!(addr = %listener.local_addr()?, ?command, "bridge listening (/mcp, /sse)");
+    let stop = tasks.token().clone();
+    tasks.spawn(async move {
+        if let Err(e) = crate::http::serve(listener, app, stop).await {
+            tracing::warn!(error = %e, "listener ended");
+        }
+    });
+    let mut ok = true;
+    if !run.stay_on_failure {
+        let mut readiness = bridge.subscribe();
+        tokio::select! {
+            _ = tasks.cancelled() => {}
+            r = readiness.wait_for(|r| matches!(r, Readiness::Failed(_))) => {
+                if r.is_ok() {
+                    // The failure was logged with its stderr tail; exiting lets a pod fail fast.
+                    ok = false;
+                    tasks.cancel();
+                }
+            }
+        }
+    }
+    tasks.cancelled().await;
+    bridge.shutdown().await;
+    super::finish(&tasks).await;
+    Ok(ok)
+}

@@ -1,0 +1,158 @@
+//! `mcp-ephemeral serve`: a checked [`ServeConfig`] wired into running parts — the front door
+//! (stdio or HTTP), the runtime (and, out of cluster, the gateway to its servers), the owner of
+//! the servers' life, and the MCP tools — all on one task tree that shutdown cancels and waits
+//! for.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::{
+    config::{Front, KubeConfig, RuntimeConfig, ServeConfig, allowed_hosts},
+    gateway::{self, Dialer},
+    http::Guard,
+    mcp::{MetaServer, transport},
+    runtime::{
+        Runtime,
+        kubernetes::{KubernetesRuntime, UrlMode, client, portforward::PodDialer},
+        local::LocalRuntime,
+    },
+    servers::Servers,
+    spec::SpecError,
+    tasks::Tasks,
+};
+
+/// Why `serve` could not start or ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}{what}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Kubernetes(#[from] client::ConnectError),
+    #[error("--warm-pool: {0}")]
+    Pools(#[source] SpecError),
+    #[error("{what} transport: {source}")]
+    Transport {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The front door, decided and bound once.
+enum Door {
+    Stdio,
+    Http { listener: TcpListener, guard: Guard },
+}
+
+impl Door {
+    async fn open(front: Front) -> Result<Door, ServeError> {
+        Ok(match front {
+            Front::Stdio => Door::Stdio,
+            Front::Http { listen, guard } => {
+                let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Listen {
+                    addr: listen,
+                    what: "",
+                    source,
+                })?;
+                Door::Http { listener, guard }
+            }
+        })
+    }
+
+    /// The HTTP address, when there is one (URLs through the gateway name it).
+    fn http_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Door::Http { listener, .. } => listener.local_addr().ok(),
+            Door::Stdio => None,
+        }
+    }
+}
+
+/// Run the meta server until its client goes away or a signal stops it.
+pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    let tasks = Tasks::new();
+    // HTTP binds first: out of cluster its address is the gateway's, and URLs name it.
+    let door = Door::open(config.front).await?;
+    let (runtime, gateway_routes) = match config.runtime {
+        RuntimeConfig::Local(cfg) => (Runtime::Local(Arc::new(LocalRuntime::new(cfg, tasks.child()))), None),
+        RuntimeConfig::Kubernetes(kube) => kubernetes_runtime(kube, door.http_addr(), &tasks).await?,
+    };
+    let kind = runtime.capabilities().kind;
+    let servers =
+        Servers::start(config.presets, runtime, config.policy, &config.pools, &tasks).map_err(ServeError::Pools)?;
+    let server = MetaServer::new(servers.clone(), &tasks);
+    super::stop_on_signals(&tasks);
+    tracing::info!(runtime = kind.as_str(), "mcp-ephemeral {} starting", env!("CARGO_PKG_VERSION"));
+    let served = match door {
+        Door::Stdio => transport::serve_stdio(server, &tasks)
+            .await
+            .map_err(|source| ServeError::Transport { what: "stdio", source }),
+        Door::Http { listener, guard } => transport::serve_http(listener, server, guard, &tasks, gateway_routes)
+            .await
+            .map_err(|source| ServeError::Transport { what: "HTTP", source }),
+    };
+    tasks.cancel();
+    if tokio::time::timeout(crate::config::SHUTDOWN_LIMIT, servers.shutdown()).await.is_err() {
+        tracing::warn!("stopping the servers took longer than {}s", crate::config::SHUTDOWN_LIMIT.as_secs());
+    }
+    super::finish(&tasks).await;
+    served
+}
+
+/// Connect to the cluster and decide how callers reach servers: Service DNS names in the
+/// cluster; outside, the gateway (on the HTTP listener, or its own loopback listener). Returns
+/// the gateway routes when they go on the HTTP listener.
+async fn kubernetes_runtime(
+    kube: KubeConfig,
+    http: Option<SocketAddr>,
+    tasks: &Tasks,
+) -> Result<(Runtime, Option<Router>), ServeError> {
+    let conn = client::connect(kube.context.as_deref(), kube.namespace.as_deref()).await?;
+    tracing::info!(server = %conn.server, namespace = %conn.namespace, in_cluster = conn.in_cluster, "connected to Kubernetes");
+    let runtime_tasks = tasks.child();
+    if conn.in_cluster && kube.gateway_listen.is_none() {
+        let runtime = KubernetesRuntime::new(conn, kube.jobs, UrlMode::ServiceDns, runtime_tasks);
+        return Ok((Runtime::Kubernetes(runtime), None));
+    }
+    let dialer: Arc<dyn Dialer> = Arc::new(PodDialer::new(conn.client.clone(), &conn.namespace, tasks.child()));
+    let routes = gateway::router(dialer, tasks.child());
+    let (base, routes) = match (http, kube.gateway_listen) {
+        (Some(addr), None) => (base_url(addr), Some(routes)),
+        (_, listen) => (own_gateway(listen.unwrap_or(([127, 0, 0, 1], 0).into()), routes, tasks).await?, None),
+    };
+    let runtime = KubernetesRuntime::new(conn, kube.jobs, UrlMode::Gateway(base), runtime_tasks);
+    Ok((Runtime::Kubernetes(runtime), routes))
+}
+
+/// Serve the gateway on a listener of its own; returns its base URL.
+async fn own_gateway(listen: SocketAddr, routes: Router, tasks: &Tasks) -> Result<String, ServeError> {
+    let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Listen {
+        addr: listen,
+        what: " for the gateway",
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: listen, what: "", source })?;
+    let base = base_url(addr);
+    let app = Guard { allowed_hosts: allowed_hosts(listen, &[]), token: None }.apply(routes);
+    tracing::info!(%base, "gateway to spawned servers listening");
+    let stop = tasks.token().clone();
+    tasks.spawn(async move {
+        if let Err(e) = crate::http::serve(listener, app, stop).await {
+            tracing::warn!(error = %e, "gateway listener ended");
+        }
+    });
+    Ok(base)
+}
+
+/// `http://ADDR`, with an unspecified IP (0.0.0.0) replaced by loopback.
+fn base_url(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { addr.ip() };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}

@@ -1,0 +1,192 @@
+//! The second stage of configuration: flags as clap parsed them ([`crate::cli`]) become a
+//! checked configuration, with every problem reported at once before anything starts. What is
+//! decided here (which transport, which runtime, where the gateway goes) is decided once.
+
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use crate::{
+    bridge::{BridgeConfig, ChildCommand, session::SessionLimits},
+    cli::{BridgeArgs, ImageTransportArg, ServeArgs, Transport},
+    http::Guard,
+    presets::Presets,
+    runtime::{RuntimeKind, kubernetes::manifests::JobSettings, local::LocalConfig},
+    servers::Policy,
+    spec::ImageTransport,
+};
+
+/// Every problem found in the flags, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ConfigError(pub Vec<String>);
+
+/// How clients reach the meta server.
+pub enum Front {
+    /// One client on stdin/stdout.
+    Stdio,
+    /// Streamable HTTP and SSE on `listen`, behind `guard`.
+    Http { listen: SocketAddr, guard: Guard },
+}
+
+/// Where servers run, with that runtime's settings.
+pub enum RuntimeConfig {
+    Local(LocalConfig),
+    Kubernetes(KubeConfig),
+}
+
+/// Settings of `--runtime kubernetes`.
+pub struct KubeConfig {
+    pub context: Option<String>,
+    pub namespace: Option<String>,
+    pub jobs: JobSettings,
+    /// Out of cluster: where the gateway listens, when not on the HTTP front door.
+    pub gateway_listen: Option<SocketAddr>,
+}
+
+/// A checked `serve`.
+pub struct ServeConfig {
+    pub front: Front,
+    pub runtime: RuntimeConfig,
+    pub presets: Presets,
+    pub policy: Policy,
+    /// Warm pools: preset name → members (from preset files, then `--warm-pool`).
+    pub pools: BTreeMap<String, usize>,
+}
+
+/// A checked standalone `bridge`.
+pub struct BridgeRun {
+    pub listen: SocketAddr,
+    pub guard: Guard,
+    pub bridge: BridgeConfig,
+    /// Keep serving when the server fails to start, instead of exiting 1.
+    pub stay_on_failure: bool,
+}
+
+/// Host names a listener accepts: `None` for any (a wildcard address with no explicit list).
+pub fn allowed_hosts(listen: SocketAddr, extra: &[String]) -> Option<Vec<String>> {
+    if listen.ip().is_unspecified() && extra.is_empty() {
+        return None;
+    }
+    let mut hosts = Guard::loopback_hosts();
+    if !listen.ip().is_unspecified() {
+        hosts.push(match listen.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        });
+    }
+    hosts.extend(extra.iter().cloned());
+    Some(hosts)
+}
+
+impl ServeArgs {
+    /// Check the flags together and build the configuration; returns every problem found.
+    pub fn into_config(self) -> Result<ServeConfig, ConfigError> {
+        let mut problems = self.problems();
+        let presets = Presets::load(self.presets_dir.as_deref()).map_err(|e| problems.push(e.to_string())).ok();
+        let mut pools: BTreeMap<String, usize> = presets
+            .iter()
+            .flat_map(|p| p.iter())
+            .filter(|p| p.warm_pool > 0)
+            .map(|p| (p.name.clone(), p.warm_pool))
+            .collect();
+        pools.extend(self.warm_pools.iter().cloned());
+        if let Some(presets) = &presets {
+            for name in pools.keys().filter(|n| presets.get(n).is_none()) {
+                problems.push(format!(
+                    "--warm-pool: unknown preset `{name}`; available presets: {}",
+                    presets.names().join(", ")
+                ));
+            }
+        }
+        let (Some(presets), true) = (presets, problems.is_empty()) else {
+            return Err(ConfigError(problems));
+        };
+        let front = match self.transport {
+            Transport::Stdio => Front::Stdio,
+            Transport::Http => Front::Http {
+                listen: self.listen,
+                guard: Guard {
+                    allowed_hosts: allowed_hosts(self.listen, &self.allowed_hosts),
+                    token: self.auth_token.clone().filter(|t| !t.is_empty()),
+                },
+            },
+        };
+        let runtime = match self.runtime {
+            RuntimeKind::Local => {
+                RuntimeConfig::Local(LocalConfig { init_timeout: self.ready_timeout, ..Default::default() })
+            }
+            RuntimeKind::Kubernetes => RuntimeConfig::Kubernetes(self.kube_config()),
+        };
+        let policy = Policy {
+            default_ttl: self.default_ttl,
+            max_ttl: self.max_ttl,
+            max_servers: self.max_servers,
+            ready_timeout: self.ready_timeout,
+        };
+        Ok(ServeConfig { front, runtime, presets, policy, pools })
+    }
+
+    /// What is wrong with the combination of flags.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.transport == Transport::Http
+            && !self.listen.ip().is_loopback()
+            && self.auth_token.as_deref().is_none_or(str::is_empty)
+            && !self.insecure_no_auth
+        {
+            problems.push(format!(
+                "--listen {} is reachable from other machines: set --auth-token (or MCP_EPHEMERAL_TOKEN), or pass --insecure-no-auth if something else authenticates",
+                self.listen
+            ));
+        }
+        if self.auth_token.as_deref().is_some_and(|t| t.len() < 16) {
+            problems.push("--auth-token must be at least 16 characters".into());
+        }
+        if self.default_ttl.is_zero() || self.default_ttl > self.max_ttl {
+            problems.push(format!(
+                "--default-ttl must be more than 0 and at most --max-ttl ({})",
+                humantime::format_duration(self.max_ttl)
+            ));
+        }
+        if self.max_servers == 0 {
+            problems.push("--max-servers must be at least 1".into());
+        }
+        problems
+    }
+
+    fn kube_config(&self) -> KubeConfig {
+        let kube = &self.kube;
+        let mut jobs = JobSettings::default();
+        if let Some(image) = &kube.server_image {
+            jobs.server_image = image.clone();
+        }
+        jobs.image_transport = match kube.image_transport {
+            ImageTransportArg::Stdio => ImageTransport::Stdio,
+            ImageTransportArg::Http => ImageTransport::Http,
+        };
+        jobs.image_port = kube.image_port;
+        jobs.keep_finished_secs = kube.keep_finished.as_secs().min(i32::MAX as u64) as i32;
+        KubeConfig {
+            context: kube.context.clone(),
+            namespace: kube.namespace.clone(),
+            jobs,
+            gateway_listen: kube.gateway_listen,
+        }
+    }
+}
+
+impl BridgeArgs {
+    /// The standalone bridge's configuration.
+    pub fn into_config(self) -> BridgeRun {
+        let mut bridge = BridgeConfig::new(ChildCommand { argv: self.command, env: Vec::new() });
+        bridge.init_timeout = self.init_timeout;
+        bridge.spares = self.spares;
+        bridge.limits = SessionLimits { max_sessions: self.max_sessions, idle_timeout: self.session_idle_timeout };
+        bridge.echo_stderr = true;
+        let guard = Guard { allowed_hosts: allowed_hosts(self.listen, &self.allowed_hosts), token: None };
+        BridgeRun { listen: self.listen, guard, bridge, stay_on_failure: self.stay_on_failure }
+    }
+}
+
+/// How long shutdown may take before the process gives up waiting (children are SIGKILLed
+/// well before).
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
