@@ -6,7 +6,7 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 use anyhow::{Context, bail};
 use clap::Parser;
 use mcp_ephemeral::{
-    bridge::{Bridge, BridgeConfig, ChildCommand, Readiness, session::SessionLimits},
+    bridge::{Bridge, BridgeConfig, ChildCommand, Readiness, http::SessionLimits},
     cli::{self, BridgeArgs, Cli, Command, ImageTransportArg, RuntimeKind, ServeArgs, Transport},
     gateway::{self, Dialer},
     http_guard::Guard,
