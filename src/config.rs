@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use crate::{
-    bridge::{BridgeConfig, ChildCommand, session::SessionLimits},
+    bridge::{BridgeConfig, ChildCommand, http::SessionLimits},
     cli::{BridgeArgs, ImageTransportArg, ServeArgs, Transport},
     http::Guard,
     presets::Presets,

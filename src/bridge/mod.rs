@@ -1,5 +1,6 @@
 //! The bridge: serves a stdio MCP server over streamable HTTP (`/mcp`) and legacy SSE (`/sse`,
-//! `/messages`), with `/healthz` and `/readyz`.
+//! `/messages`), with `/healthz` and `/readyz`, by gluing an [`engine`] (processes) to the [`http`]
+//! session layer. It owns no process nor session itself, only the wiring and the health routes.
 //!
 //! Every client session gets its own child process, so sessions can never see each other's
 //! responses or state. A spare child is kept started ahead of time so that a new session does
@@ -7,32 +8,18 @@
 //! real `initialize` handshake succeeded with a probe child. The same code runs as the
 //! `mcp-ephemeral bridge` command (a container's entrypoint) and inside the local runtime.
 
-pub mod child;
-pub mod logs;
-mod probe;
-pub mod relay;
-pub mod session;
-pub mod sse;
-pub mod streamable;
+pub(crate) mod engine;
+pub mod http;
 
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use axum::{Router, http::StatusCode, response::IntoResponse, routing::get};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-pub use child::{ChildCommand, ExitInfo};
-pub use probe::{Failure, ProbeReport, Readiness};
+pub use engine::{ChildCommand, ExitInfo, Failure, ProbeReport, Readiness};
 
-use child::Child;
-use logs::LogRing;
-use session::{OpenError, Opened, SessionLimits, SessionOpener, SessionTable};
+use engine::{Engine, EngineConfig, logs::LogRing};
+use http::{SessionLimits, SessionTable};
 
 /// How a bridge runs its server.
 #[derive(Debug, Clone)]
@@ -70,49 +57,25 @@ pub fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<
     })
 }
 
-/// How long after `init_timeout` the probe may take to report: starting its process, and up to
-/// 2 s to learn the exit status of one that closed stdout.
-const PROBE_SLACK: Duration = Duration::from_secs(3);
-
-struct Inner {
-    cfg: BridgeConfig,
-    logs: Arc<LogRing>,
-    readiness: watch::Sender<Readiness>,
-    spares: Mutex<Vec<Child>>,
-    seq: AtomicU64,
-    shutdown: CancellationToken,
-}
-
 /// A running bridge. Cloning shares it.
 #[derive(Clone)]
 pub struct Bridge {
-    inner: Arc<Inner>,
+    engine: Arc<Engine>,
     table: Arc<SessionTable>,
 }
 
 impl Bridge {
     /// Start the probe (and the first spare) in the background.
     pub fn start(cfg: BridgeConfig) -> Bridge {
-        let logs = Arc::new(if cfg.echo_stderr { LogRing::echoing() } else { LogRing::default() });
-        let (readiness, _) = watch::channel(Readiness::Starting);
-        let limits = cfg.limits;
-        let inner = Arc::new(Inner {
-            cfg,
-            logs,
-            readiness,
-            spares: Mutex::default(),
-            seq: AtomicU64::new(0),
-            shutdown: CancellationToken::new(),
-        });
-        let table = SessionTable::new(Arc::new(Opener(inner.clone())), limits);
-        tokio::spawn(run_probe(inner.clone()));
-        // Start the first spare alongside the probe: on two cores both starts overlap.
-        inner.refill_spares();
-        Bridge { inner, table }
+        let BridgeConfig { command, init_timeout, spares, limits, echo_stderr } = cfg;
+        let engine = Engine::new(EngineConfig { command, init_timeout, spares, echo_stderr });
+        let table = SessionTable::new(engine.opener(), limits);
+        engine.start();
+        Bridge { engine, table }
     }
 
     pub fn readiness(&self) -> Readiness {
-        self.inner.readiness.borrow().clone()
+        self.engine.readiness()
     }
 
     /// Wait until the probe has finished, at most `timeout`.
@@ -121,19 +84,16 @@ impl Bridge {
     /// A caller that waits at least that long gets the probe's verdict (`InitializeTimeout`
     /// with the stderr tail) rather than a tie between its own timer and the probe's.
     pub async fn wait_ready(&self, timeout: Duration) -> Readiness {
-        let limit = if timeout >= self.inner.cfg.init_timeout { timeout + PROBE_SLACK } else { timeout };
-        let mut rx = self.inner.readiness.subscribe();
-        let _ = tokio::time::timeout(limit, rx.wait_for(|r| !matches!(r, Readiness::Starting))).await;
-        rx.borrow().clone()
+        self.engine.wait_ready(timeout).await
     }
 
     /// A receiver of readiness changes (for progress reports).
     pub fn subscribe(&self) -> watch::Receiver<Readiness> {
-        self.inner.readiness.subscribe()
+        self.engine.subscribe()
     }
 
     pub fn logs(&self) -> &Arc<LogRing> {
-        &self.inner.logs
+        self.engine.logs()
     }
 
     pub fn session_count(&self) -> usize {
@@ -142,15 +102,15 @@ impl Bridge {
 
     /// `/mcp`, `/sse`, `/messages`, `/healthz`, `/readyz`.
     pub fn router(&self) -> Router {
-        let inner = self.inner.clone();
+        let engine = self.engine.clone();
         Router::new()
-            .merge(streamable::routes(self.table.clone()))
-            .merge(sse::routes(self.table.clone()))
+            .merge(http::streamable_routes(self.table.clone()))
+            .merge(http::sse_routes(self.table.clone()))
             .route("/healthz", get(|| async { "ok" }))
             .route(
                 "/readyz",
                 get(move || {
-                    let r = inner.readiness.borrow().clone();
+                    let r = engine.readiness();
                     async move {
                         match r {
                             Readiness::Ready(_) => (StatusCode::OK, "ready".to_string()),
@@ -165,119 +125,7 @@ impl Bridge {
 
     /// End every session and spare and wait for their processes (a few seconds at most).
     pub async fn shutdown(&self) {
-        self.inner.shutdown.cancel();
-        // Wake anyone waiting for readiness: it will not come now.
-        self.inner.readiness.send_if_modified(|r| {
-            let starting = matches!(r, Readiness::Starting);
-            if starting {
-                *r = Readiness::Failed(Failure {
-                    reason: "Stopped".into(),
-                    message: "the server was stopped before it became ready (deleted, or its TTL expired)".into(),
-                    exit: None,
-                    stderr_tail: Vec::new(),
-                });
-            }
-            starting
-        });
-        let spares: Vec<Child> = std::mem::take(&mut *self.inner.spares.lock().expect("spares poisoned"));
-        let spares = futures::future::join_all(spares.into_iter().map(Child::terminate));
+        let spares = self.engine.shutdown();
         tokio::join!(self.table.close_all(), spares);
-    }
-}
-
-impl Inner {
-    fn spawn_child(&self, role: &str) -> Result<Child, child::SpawnError> {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        Child::spawn(&self.cfg.command, self.logs.clone(), format!("{role}-{n}"))
-    }
-
-    /// Keep `cfg.spares` children started, unless the server failed or we are stopping.
-    fn refill_spares(self: &Arc<Self>) {
-        if self.shutdown.is_cancelled() || matches!(*self.readiness.borrow(), Readiness::Failed(_)) {
-            return;
-        }
-        let mut spares = self.spares.lock().expect("spares poisoned");
-        spares.retain(|c| c.exit_watch().borrow().is_none());
-        while spares.len() < self.cfg.spares {
-            match self.spawn_child("session") {
-                Ok(c) => spares.push(c),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start a spare child");
-                    break;
-                }
-            }
-        }
-    }
-
-    fn take_spare(&self) -> Option<Child> {
-        let mut spares = self.spares.lock().expect("spares poisoned");
-        while let Some(c) = spares.pop() {
-            if c.exit_watch().borrow().is_none() {
-                return Some(c);
-            }
-        }
-        None
-    }
-
-    fn drop_spares(&self) {
-        self.spares.lock().expect("spares poisoned").clear();
-    }
-}
-
-struct Opener(Arc<Inner>);
-
-impl SessionOpener for Opener {
-    fn open(&self) -> futures::future::BoxFuture<'_, Result<Opened, OpenError>> {
-        Box::pin(async move {
-            let inner = &self.0;
-            if inner.shutdown.is_cancelled() {
-                return Err(OpenError::ShuttingDown);
-            }
-            let mut rx = inner.readiness.subscribe();
-            let limit = inner.cfg.init_timeout + PROBE_SLACK;
-            let waited = tokio::time::timeout(limit, rx.wait_for(|r| !matches!(r, Readiness::Starting))).await;
-            match waited.ok().and_then(|r| r.ok()).map(|r| r.clone()) {
-                Some(Readiness::Ready(_)) => {}
-                Some(Readiness::Failed(f)) => return Err(OpenError::NotReady(f.message)),
-                _ => return Err(OpenError::NotReady("the server did not finish starting".into())),
-            }
-            let mut child = match inner.take_spare() {
-                Some(c) => c,
-                None => inner.spawn_child("session").map_err(|e| OpenError::Spawn(e.to_string()))?,
-            };
-            inner.refill_spares();
-            tracing::debug!(pid = child.pid(), "session child assigned");
-            let upstream = child.take_upstream();
-            Ok(Opened {
-                upstream,
-                closer: Box::new(move || {
-                    Box::pin(async move {
-                        child.terminate().await;
-                    })
-                }),
-            })
-        })
-    }
-}
-
-async fn run_probe(inner: Arc<Inner>) {
-    let outcome = tokio::select! {
-        _ = inner.shutdown.cancelled() => return,
-        r = probe::probe(&inner) => r,
-    };
-    let failed = matches!(outcome, Readiness::Failed(_));
-    match &outcome {
-        Readiness::Ready(r) => tracing::info!(
-            server = r.server_name.as_deref().unwrap_or("?"),
-            tools = r.tools.len(),
-            ms = r.ready_after.as_millis() as u64,
-            "server ready"
-        ),
-        Readiness::Failed(f) => tracing::warn!(reason = %f.reason, "{}", f.message),
-        Readiness::Starting => {}
-    }
-    inner.readiness.send_replace(outcome);
-    if failed {
-        inner.drop_spares();
     }
 }

@@ -17,11 +17,7 @@ use rmcp::{
 use tokio::sync::mpsc;
 
 use crate::{
-    bridge::{
-        relay::Upstream,
-        session::{OpenError, Opened, SessionLimits, SessionOpener, SessionTable},
-        sse,
-    },
+    bridge::http::{OpenError, Opened, SessionLimits, SessionOpener, SessionTable, Upstream, sse_routes},
     http::Guard,
     mcp::MetaServer,
     tasks::Tasks,
@@ -54,7 +50,7 @@ pub fn http_router(server: MetaServer, guard: Guard, tasks: &Tasks, extra: Optio
     let streamable =
         StreamableHttpService::new(move || Ok(factory_server.clone()), LocalSessionManager::default().into(), config);
     let table = SessionTable::new(Arc::new(InProcess { server, tasks: tasks.clone() }), SessionLimits::default());
-    let mut app = Router::new().nest_service("/mcp", streamable).merge(sse::routes(table));
+    let mut app = Router::new().nest_service("/mcp", streamable).merge(sse_routes(table));
     if let Some(extra) = extra {
         app = app.merge(extra);
     }
@@ -116,7 +112,7 @@ impl SessionOpener for InProcess {
                 }
             });
             Ok(Opened {
-                upstream: Upstream { tx: in_tx, rx: out_rx, exit: None },
+                upstream: Upstream { tx: in_tx, rx: out_rx, end: None },
                 closer: Box::new(move || {
                     Box::pin(async move {
                         ct.cancel();

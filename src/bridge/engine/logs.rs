@@ -1,6 +1,6 @@
 //! A bounded ring of a server's output lines (stderr, and stray stdout), shared by all of its
 //! processes, so `get_mcp_server_logs` and failure reports can show the recent tail without the
-//! memory of a chatty server growing without bound.
+//! memory of a chatty server growing without bound. It only keeps text, never parses it.
 
 use std::{collections::VecDeque, sync::Mutex};
 

@@ -1,6 +1,6 @@
-//! The legacy HTTP+SSE face (MCP 2024-11-05) of a session table: `GET /sse` opens a session
-//! and streams its messages, starting with an `endpoint` event; `POST /messages?sessionId=`
-//! (also `/message`) forwards one client message and answers 202.
+//! The legacy HTTP+SSE face (MCP 2024-11-05) of a session table: `GET /sse` opens a session and
+//! streams its messages after an `endpoint` event; `POST /messages?sessionId=` (also `/message`)
+//! forwards one client message and answers 202. It must not depend on the streamable face.
 //!
 //! rmcp dropped its SSE transport in 0.11, yet many clients still speak only this, so the meta
 //! server serves it too, through the same table and relay as the bridge.
@@ -22,8 +22,9 @@ use futures::StreamExt;
 use serde::Deserialize;
 
 use super::{
+    batch::{jsonrpc_error, one_line, parse_batch},
+    events::standalone_stream,
     session::SessionTable,
-    streamable::{jsonrpc_error, one_line, parse_batch, standalone_stream},
 };
 
 /// `/sse`, `/messages` and `/message` routes for `table`.

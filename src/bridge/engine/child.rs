@@ -3,11 +3,12 @@
 //!
 //! This module owns every way a child can end, so that nothing outlives its session: stdin EOF
 //! first (what well-behaved servers exit on), then SIGTERM to the whole group, then SIGKILL.
-//! It never interprets messages; routing lives in [`super::relay`].
+//! It never interprets messages; routing lives in the http layer ([`crate::bridge::http`]).
 
 use std::{process::Stdio, sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use serde::de::IgnoredAny;
 use tokio::{
     io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
@@ -16,7 +17,8 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{logs::LogRing, relay::Upstream};
+use super::logs::LogRing;
+use crate::bridge::http::{EndReason, Upstream};
 
 /// Longest stdout line (one JSON-RPC message) accepted from a child; longer lines are dropped.
 const MAX_LINE: usize = 64 * 1024 * 1024;
@@ -57,9 +59,27 @@ impl std::fmt::Display for ExitInfo {
     }
 }
 
+/// A child's exit watch tells its session how the upstream ended: the exit status when the process
+/// is gone within 500 ms of closing stdout.
+impl EndReason for watch::Receiver<Option<ExitInfo>> {
+    fn describe(self: Box<Self>) -> BoxFuture<'static, String> {
+        let mut exit = *self;
+        Box::pin(async move {
+            let waited = tokio::time::timeout(Duration::from_millis(500), exit.wait_for(Option::is_some)).await;
+            match waited {
+                Ok(Ok(info)) => format!(
+                    "the MCP server process ended ({}) before answering; see get_mcp_server_logs for its stderr",
+                    info.as_ref().expect("waited for Some")
+                ),
+                _ => "the MCP server closed its stdout before answering".to_string(),
+            }
+        })
+    }
+}
+
 /// Error starting a child.
 #[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
+pub(crate) enum SpawnError {
     #[error("cannot start `{program}`: {source}")]
     Io {
         program: String,
@@ -71,7 +91,7 @@ pub enum SpawnError {
 }
 
 /// A running child. Dropping it terminates the process group (in the background).
-pub struct Child {
+pub(crate) struct Child {
     pid: u32,
     stdin: Option<mpsc::Sender<Bytes>>,
     stdout: Option<mpsc::Receiver<Bytes>>,
@@ -153,7 +173,7 @@ impl Child {
         Upstream {
             tx: self.stdin.take().expect("upstream taken once"),
             rx: self.stdout.take().expect("upstream taken once"),
-            exit: Some(self.exit.clone()),
+            end: Some(Box::new(self.exit.clone())),
         }
     }
 

@@ -1,6 +1,6 @@
 //! The streamable HTTP face of a session table (`POST`/`GET`/`DELETE /mcp`, MCP 2025-03-26 and
-//! later), written against the raw [`Relay`] so that every message kind passes through:
-//! notifications, progress, and requests from the server such as sampling or elicitation.
+//! later), over the raw [`Relay`] so that every message kind passes through (notifications,
+//! progress, server requests such as sampling). It never starts a server: the table opens sessions.
 //!
 //! A POST that carries requests is answered with an SSE stream that ends after the last
 //! response (or with plain JSON when the client does not accept `text/event-stream`).
@@ -14,112 +14,26 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{
         IntoResponse, Response,
-        sse::{Event, KeepAlive, Sse},
+        sse::{KeepAlive, Sse},
     },
     routing::post,
 };
-use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use super::{
-    relay::{Envelope, Relay},
-    session::{Session, SessionTable, StreamGuard},
+    batch::{jsonrpc_error, one_line, parse_batch},
+    envelope::Envelope,
+    events::{sse_event, standalone_stream},
+    relay::Relay,
+    session::{SessionTable, StreamGuard},
 };
 
-pub const SESSION_HEADER: &str = "mcp-session-id";
+pub(crate) const SESSION_HEADER: &str = "mcp-session-id";
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// `/mcp` routes for `table`.
-pub fn routes(table: Arc<SessionTable>) -> Router {
+pub(crate) fn routes(table: Arc<SessionTable>) -> Router {
     Router::new().route("/mcp", post(post_message).get(open_stream).delete(delete_session)).with_state(table)
-}
-
-/// The messages of one POST body: a single JSON-RPC message or a batch.
-pub(crate) struct Batch<'a> {
-    pub raw: Vec<&'a RawValue>,
-    pub envelopes: Vec<Envelope<'a>>,
-}
-
-/// Why a body is not a JSON-RPC message or batch: the JSON-RPC error code and a sentence.
-pub(crate) type BatchError = (i64, String);
-
-pub(crate) fn parse_batch(body: &[u8]) -> Result<Batch<'_>, BatchError> {
-    const PARSE_ERROR: i64 = -32700;
-    const INVALID_REQUEST: i64 = -32600;
-    let start = body.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(body.len());
-    let raw: Vec<&RawValue> = if body.get(start) == Some(&b'[') {
-        serde_json::from_slice(body)
-            .map_err(|e| (PARSE_ERROR, format!("Parse error: the body is not a JSON-RPC batch: {e}")))?
-    } else {
-        vec![
-            serde_json::from_slice(body)
-                .map_err(|e| (PARSE_ERROR, format!("Parse error: the body is not JSON: {e}")))?,
-        ]
-    };
-    if raw.is_empty() {
-        return Err((INVALID_REQUEST, "Invalid Request: the batch is empty".into()));
-    }
-    let envelopes = raw
-        .iter()
-        .map(|r| serde_json::from_str::<Envelope>(r.get()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| (INVALID_REQUEST, format!("Invalid Request: not a JSON-RPC message: {e}")))?;
-    for (raw, env) in raw.iter().zip(&envelopes) {
-        // An array would pass for a message (serde reads a struct from a sequence too).
-        if !raw.get().starts_with('{') {
-            return Err((
-                INVALID_REQUEST,
-                format!("Invalid Request: a message must be a JSON object, got {}", preview(raw.get())),
-            ));
-        }
-        // Only a string or a finite number can be matched to its response: servers re-encode
-        // ids their own way (and write an out-of-range number as `Infinity`).
-        if let Some(id) = env.id
-            && !valid_id(id.get())
-        {
-            return Err((
-                INVALID_REQUEST,
-                format!("Invalid Request: the id must be a string or a number, got {}", preview(id.get())),
-            ));
-        }
-    }
-    Ok(Batch { raw, envelopes })
-}
-
-fn valid_id(text: &str) -> bool {
-    match text.as_bytes()[0] {
-        b'"' => true,
-        b'-' | b'0'..=b'9' => text.parse::<f64>().is_ok_and(f64::is_finite),
-        _ => false,
-    }
-}
-
-/// The start of a client's text, for an error message.
-fn preview(text: &str) -> &str {
-    let mut cut = text.len().min(64);
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &text[..cut]
-}
-
-/// One message as a single line for a stdio server: the original bytes when they already are.
-pub(crate) fn one_line(body: &Bytes, raw: &RawValue) -> Bytes {
-    let text = raw.get();
-    if text.contains(['\n', '\r']) {
-        return match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(v) => Bytes::from(v.to_string()),
-            Err(_) => Bytes::from(text.replace(['\n', '\r'], " ")),
-        };
-    }
-    let offset = text.as_ptr() as usize - body.as_ptr() as usize;
-    body.slice(offset..offset + text.len())
-}
-
-pub(crate) fn jsonrpc_error(status: StatusCode, id: Option<&RawValue>, code: i64, message: &str) -> Response {
-    let id = id.and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok());
-    let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}});
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 fn session_id(headers: &HeaderMap) -> Option<&str> {
@@ -233,10 +147,6 @@ impl Drop for ForgetOnDrop {
     }
 }
 
-pub(crate) fn sse_event(msg: &[u8]) -> Event {
-    Event::default().event("message").data(String::from_utf8_lossy(msg))
-}
-
 fn sse_reply(pending: PendingReplies) -> impl IntoResponse {
     let stream = futures::stream::unfold(pending, |mut p| async move {
         let (msg, _) = p.next().await?;
@@ -267,18 +177,6 @@ async fn json_reply(mut pending: PendingReplies) -> Response {
         }
     };
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// A long-lived stream of one session's messages that belong to no request.
-pub(crate) fn standalone_stream(
-    session: &Arc<Session>,
-    rx: mpsc::Receiver<Bytes>,
-) -> impl futures::Stream<Item = Result<Event, Infallible>> + Send + 'static {
-    let guard = session.stream_guard();
-    futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
-        let msg = rx.recv().await?;
-        Some((Ok(sse_event(&msg)), (rx, guard)))
-    })
 }
 
 async fn open_stream(State(table): State<Arc<SessionTable>>, headers: HeaderMap) -> Response {

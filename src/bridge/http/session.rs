@@ -2,8 +2,8 @@
 //! to its own upstream, opened through a [`SessionOpener`], and is closed on DELETE, when its
 //! SSE stream drops, when its upstream ends, or after an idle timeout.
 //!
-//! The opener decides what an upstream is: a child process per session for the bridge, an
-//! in-process rmcp handler for the meta server's legacy SSE face.
+//! The opener decides what an upstream is (a child process per session for the bridge, an
+//! in-process rmcp handler for the meta server's legacy SSE face); the table never looks behind it.
 
 use std::{
     collections::HashMap,
@@ -17,7 +17,7 @@ use std::{
 use futures::future::BoxFuture;
 use rand::RngExt;
 
-use super::relay::{Relay, Upstream};
+use super::{relay::Relay, upstream::Upstream};
 
 /// Ends an upstream (terminates the child, cancels the handler); awaited on shutdown.
 pub type Closer = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
@@ -46,7 +46,7 @@ pub trait SessionOpener: Send + Sync + 'static {
     fn open(&self) -> BoxFuture<'_, Result<Opened, OpenError>>;
 }
 
-pub struct Session {
+pub(crate) struct Session {
     pub id: String,
     pub relay: Arc<Relay>,
     closer: Mutex<Option<Closer>>,
@@ -80,7 +80,7 @@ impl Session {
     }
 }
 
-pub struct StreamGuard(Arc<Session>);
+pub(crate) struct StreamGuard(Arc<Session>);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
@@ -126,7 +126,7 @@ impl SessionTable {
     }
 
     /// Open a session with a fresh upstream.
-    pub async fn open(self: &Arc<Self>) -> Result<Arc<Session>, OpenError> {
+    pub(crate) async fn open(self: &Arc<Self>) -> Result<Arc<Session>, OpenError> {
         if self.len() >= self.limits.max_sessions {
             return Err(OpenError::TooMany(self.limits.max_sessions));
         }
@@ -151,7 +151,7 @@ impl SessionTable {
         Ok(session)
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Session>> {
         let session = self.sessions.lock().expect("sessions poisoned").get(id).cloned()?;
         session.touch();
         Some(session)

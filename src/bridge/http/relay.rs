@@ -1,5 +1,6 @@
 //! The message router of one session: client messages go to the upstream server unchanged, and
-//! each upstream message is delivered to the HTTP stream that is waiting for it.
+//! each upstream message is delivered to the HTTP stream that is waiting for it. It never
+//! rewrites a message, and knows nothing of what the upstream is (see [`Upstream`]).
 //!
 //! Streamable HTTP opens one response stream per POST, so a response goes to the stream of the
 //! POST that carried its request, a progress notification to the stream of the request that
@@ -9,20 +10,17 @@
 //! the peer sent; only the envelope (`id`, `method`, progress token) is parsed.
 
 use std::{
-    borrow::Cow,
     collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
 };
 
 use bytes::Bytes;
-use serde::{
-    Deserialize,
-    de::{DeserializeSeed, IgnoredAny},
-};
-use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 
-use super::child::ExitInfo;
+use super::{
+    envelope::{Envelope, id_key},
+    upstream::{EndReason, Upstream, describe_end},
+};
 
 /// Messages kept for a stream that is not open yet; older ones are dropped past this.
 const BACKLOG: usize = 256;
@@ -31,168 +29,6 @@ const STREAM_BUFFER: usize = 64;
 /// Most unanswered standalone-stream requests remembered per session (a server need not
 /// answer a cancelled request; past this, a new request just is not remembered).
 const MAX_UNROUTED: usize = 1024;
-
-/// A bidirectional JSON-RPC pipe to a server: a child's stdio or an in-process handler.
-pub struct Upstream {
-    pub tx: mpsc::Sender<Bytes>,
-    pub rx: mpsc::Receiver<Bytes>,
-    /// How the process ended, for error messages; `None` for in-process servers.
-    pub exit: Option<watch::Receiver<Option<ExitInfo>>>,
-}
-
-/// The parts of a JSON-RPC message the router needs.
-#[derive(Deserialize)]
-pub struct Envelope<'a> {
-    #[serde(borrow, default)]
-    pub id: Option<&'a RawValue>,
-    #[serde(default)]
-    pub method: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub params: Option<EnvelopeParams<'a>>,
-}
-
-/// What the router reads of `params`. Any JSON is accepted (JSON-RPC also allows by-position
-/// `params`, and the bridge forwards whatever the server understands); only an object's
-/// progress tokens are kept.
-#[derive(Default)]
-pub struct EnvelopeParams<'a> {
-    /// Set on `notifications/progress` from the server.
-    pub progress_token: Option<&'a RawValue>,
-    /// Requests from the client carry their token in `_meta.progressToken`.
-    pub meta: Option<EnvelopeMeta<'a>>,
-}
-
-#[derive(Default)]
-pub struct EnvelopeMeta<'a> {
-    pub progress_token: Option<&'a RawValue>,
-}
-
-/// Reads the `progressToken` and (when `meta_too`) `_meta` members of an object; any other
-/// JSON value reads as neither.
-struct Lenient<'a> {
-    progress_token: Option<&'a RawValue>,
-    meta: Option<EnvelopeMeta<'a>>,
-}
-
-struct LenientVisitor {
-    meta_too: bool,
-}
-
-impl<'de> serde::de::Visitor<'de> for LenientVisitor {
-    type Value = Lenient<'de>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = Lenient { progress_token: None, meta: None };
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match &*key {
-                "progressToken" => out.progress_token = map.next_value()?,
-                "_meta" if self.meta_too => {
-                    let meta = map.next_value_seed(LenientSeed { meta_too: false })?;
-                    out.meta = Some(EnvelopeMeta { progress_token: meta.progress_token });
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Lenient { progress_token: None, meta: None })
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Lenient { progress_token: None, meta: None })
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Lenient { progress_token: None, meta: None })
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Lenient { progress_token: None, meta: None })
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Lenient { progress_token: None, meta: None })
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Lenient { progress_token: None, meta: None })
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Lenient { progress_token: None, meta: None })
-    }
-}
-
-struct LenientSeed {
-    meta_too: bool,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for LenientSeed {
-    type Value = Lenient<'de>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(LenientVisitor { meta_too: self.meta_too })
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for EnvelopeParams<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let l = LenientSeed { meta_too: true }.deserialize(d)?;
-        Ok(EnvelopeParams { progress_token: l.progress_token, meta: l.meta })
-    }
-}
-
-impl Envelope<'_> {
-    pub fn is_request(&self) -> bool {
-        self.id.is_some() && self.method.is_some()
-    }
-    pub fn is_response(&self) -> bool {
-        self.id.is_some() && self.method.is_none()
-    }
-    /// The id as the router keys it (see [`id_key`]); empty when there is none.
-    pub fn id_key(&self) -> Cow<'_, str> {
-        self.id.map(id_key).unwrap_or_default()
-    }
-    fn request_progress_token(&self) -> Option<&RawValue> {
-        self.params.as_ref()?.meta.as_ref()?.progress_token
-    }
-}
-
-/// The routing key of a JSON-RPC id (or progress token): its JSON text, in one canonical
-/// spelling. Servers re-encode the ids they answer, and not always the same way: Python's
-/// `json` writes `"é"` as `"\u00e9"` and `1e2` as `100.0`, so a response must match however
-/// its id is spelled. Plain ASCII strings and integers (nearly every id) are used as they are.
-pub fn id_key(raw: &RawValue) -> Cow<'_, str> {
-    let text = raw.get();
-    match text.as_bytes().first() {
-        Some(b'"') if text.contains('\\') || !text.is_ascii() => match serde_json::from_str::<String>(text) {
-            Ok(s) => Cow::Owned(serde_json::Value::String(s).to_string()),
-            Err(_) => Cow::Borrowed(text),
-        },
-        Some(b'-' | b'0'..=b'9') => number_key(text),
-        _ => Cow::Borrowed(text),
-    }
-}
-
-fn number_key(text: &str) -> Cow<'_, str> {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    if digits.bytes().all(|b| b.is_ascii_digit()) {
-        // An integer: kept exactly (it may not fit an f64), except that -0 is 0.
-        return if digits.bytes().all(|b| b == b'0') { Cow::Borrowed("0") } else { Cow::Borrowed(text) };
-    }
-    match text.parse::<f64>() {
-        // 2^53: integral values below it are exact, and a server may write 1.0e2, 100.0 or 100.
-        Ok(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 9_007_199_254_740_992.0 => {
-            Cow::Owned((x as i64).to_string())
-        }
-        Ok(x) if x.is_finite() => Cow::Owned(x.to_string()),
-        _ => Cow::Borrowed(text),
-    }
-}
 
 #[derive(Default)]
 struct Routes {
@@ -211,7 +47,7 @@ struct Routes {
 }
 
 /// One session's router. Cheap to share; closing it (or the upstream ending) ends every stream.
-pub struct Relay {
+pub(crate) struct Relay {
     to_upstream: mpsc::Sender<Bytes>,
     routes: Arc<Mutex<Routes>>,
     closed: watch::Receiver<bool>,
@@ -219,7 +55,7 @@ pub struct Relay {
 
 /// Why a message could not be forwarded.
 #[derive(Debug, thiserror::Error)]
-pub enum RelayError {
+pub(crate) enum RelayError {
     #[error("the MCP server of this session has exited; start a new session")]
     Closed,
 }
@@ -229,10 +65,11 @@ impl Relay {
     pub fn new(upstream: Upstream) -> Arc<Relay> {
         let routes = Arc::new(Mutex::new(Routes::default()));
         let (closed_tx, closed_rx) = watch::channel(false);
-        tokio::spawn(dispatch(upstream.rx, upstream.exit, routes.clone(), closed_tx));
+        tokio::spawn(dispatch(upstream.rx, upstream.end, routes.clone(), closed_tx));
         Arc::new(Relay { to_upstream: upstream.tx, routes, closed: closed_rx })
     }
 
+    #[cfg(test)]
     pub fn is_closed(&self) -> bool {
         *self.closed.borrow()
     }
@@ -311,7 +148,7 @@ impl Relay {
 /// an error, so no client waits for a response that will never come.
 async fn dispatch(
     mut rx: mpsc::Receiver<Bytes>,
-    exit: Option<watch::Receiver<Option<ExitInfo>>>,
+    end: Option<Box<dyn EndReason>>,
     routes: Arc<Mutex<Routes>>,
     closed: watch::Sender<bool>,
 ) {
@@ -332,7 +169,7 @@ async fn dispatch(
             }
         }
     }
-    let reason = describe_end(exit).await;
+    let reason = describe_end(end).await;
     let (pending, unrouted, standalone) = {
         let mut r = routes.lock().expect("routes poisoned");
         r.closed = true;
@@ -402,20 +239,6 @@ fn push_backlog(r: &mut Routes, msg: Bytes) {
     r.backlog.push_back(msg);
 }
 
-async fn describe_end(exit: Option<watch::Receiver<Option<ExitInfo>>>) -> String {
-    let Some(mut exit) = exit else {
-        return "the MCP server closed the session before answering".to_string();
-    };
-    let waited = tokio::time::timeout(std::time::Duration::from_millis(500), exit.wait_for(Option::is_some)).await;
-    match waited {
-        Ok(Ok(info)) => format!(
-            "the MCP server process ended ({}) before answering; see get_mcp_server_logs for its stderr",
-            info.as_ref().expect("waited for Some")
-        ),
-        _ => "the MCP server closed its stdout before answering".to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,7 +247,7 @@ mod tests {
     fn pipe() -> (Arc<Relay>, mpsc::Receiver<Bytes>, mpsc::Sender<Bytes>) {
         let (to_server_tx, to_server_rx) = mpsc::channel(16);
         let (from_server_tx, from_server_rx) = mpsc::channel(16);
-        let relay = Relay::new(Upstream { tx: to_server_tx, rx: from_server_rx, exit: None });
+        let relay = Relay::new(Upstream { tx: to_server_tx, rx: from_server_rx, end: None });
         (relay, to_server_rx, from_server_tx)
     }
 
@@ -518,25 +341,5 @@ mod tests {
         let reply = next(&mut standalone).await;
         assert!(reply.contains(r#""id":2"#) && reply.contains("closed the session"), "{reply}");
         assert!(tokio::time::timeout(Duration::from_secs(2), standalone.recv()).await.unwrap().is_none());
-    }
-
-    #[test]
-    fn envelopes_accept_any_params() {
-        for text in [
-            r#"{"jsonrpc":"2.0","id":1,"method":"sum","params":[1,2]}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":"not an object"}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":null}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":"s"}"#,
-        ] {
-            let env: Envelope = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-            assert!(env.is_request() && env.request_progress_token().is_none(), "{text}");
-        }
-        let text = r#"{"id":1,"method":"x","params":{"a":[{}],"_meta":{"x":1,"progressToken":"t"}}}"#;
-        let env: Envelope = serde_json::from_str(text).unwrap();
-        assert_eq!(env.request_progress_token().map(RawValue::get), Some(r#""t""#));
-        let text = r#"{"method":"notifications/progress","params":{"progressToken":7,"progress":1}}"#;
-        let env: Envelope = serde_json::from_str(text).unwrap();
-        assert_eq!(env.params.unwrap().progress_token.map(RawValue::get), Some("7"));
-        assert!(serde_json::from_str::<Envelope>(r#"{"id":1,"method":5}"#).is_err());
     }
 }

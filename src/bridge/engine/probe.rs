@@ -1,13 +1,16 @@
-//! Readiness: a probe child is started and must answer a real `initialize` (and `tools/list`,
-//! whose names are reported in status) before the bridge calls itself ready. When it cannot,
-//! the failure says why, with the exit status and the tail of the server's stderr.
+//! Readiness: a probe child must answer a real `initialize` (and `tools/list`, whose names are
+//! reported in status) before the bridge calls itself ready; when it cannot, the failure says why,
+//! with the exit status and the stderr tail. It is handed what it needs, never the engine itself.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{Inner, child::ExitInfo};
+use super::{
+    child::{Child, ExitInfo, SpawnError},
+    logs::LogRing,
+};
 
 /// Lines of stderr quoted in a failure message.
 const STDERR_TAIL: usize = 15;
@@ -45,25 +48,29 @@ enum HandshakeError {
     Rejected(String),
 }
 
-pub(super) async fn probe(inner: &Inner) -> Readiness {
-    let started = Instant::now();
-    let argv = inner.cfg.command.argv.join(" ");
-    let mut child = match inner.spawn_child("probe") {
-        Ok(c) => c,
-        Err(e) => {
-            return Readiness::Failed(Failure {
-                reason: "StartFailed".into(),
-                message: format!("{e}. Check that the program is installed and on PATH."),
-                exit: None,
-                stderr_tail: Vec::new(),
-            });
-        }
-    };
+/// The failure of a probe whose child could not be started.
+pub(super) fn start_failed(e: &SpawnError) -> Readiness {
+    Readiness::Failed(Failure {
+        reason: "StartFailed".into(),
+        message: format!("{e}. Check that the program is installed and on PATH."),
+        exit: None,
+        stderr_tail: Vec::new(),
+    })
+}
+
+/// Probe `child`, started at `started` as `argv` (the command, for messages), giving it `timeout`
+/// to answer `initialize`; a failure quotes the tail of `logs`. The child is ended afterwards.
+pub(super) async fn probe(
+    mut child: Child,
+    started: Instant,
+    argv: &str,
+    timeout: Duration,
+    logs: &LogRing,
+) -> Readiness {
     let mut exit = child.exit_watch();
-    let timeout = inner.cfg.init_timeout;
     let result = tokio::time::timeout(timeout, handshake(&mut child)).await;
     let failure = |reason: &str, what: String, exit: Option<ExitInfo>| {
-        let tail = inner.logs.tail(STDERR_TAIL);
+        let tail = logs.tail(STDERR_TAIL);
         let mut message = what;
         if tail.is_empty() {
             message.push_str(" It wrote nothing to stderr.");
@@ -104,7 +111,7 @@ pub(super) async fn probe(inner: &Inner) -> Readiness {
     outcome
 }
 
-async fn handshake(child: &mut super::child::Child) -> Result<ProbeReport, HandshakeError> {
+async fn handshake(child: &mut Child) -> Result<ProbeReport, HandshakeError> {
     let init = json!({
         "jsonrpc": "2.0", "id": "probe-initialize", "method": "initialize",
         "params": {
@@ -140,7 +147,7 @@ async fn handshake(child: &mut super::child::Child) -> Result<ProbeReport, Hands
 }
 
 /// Send one request and wait for its response, skipping notifications and answering nothing else.
-async fn request(child: &mut super::child::Child, msg: Value) -> Result<Value, HandshakeError> {
+async fn request(child: &mut Child, msg: Value) -> Result<Value, HandshakeError> {
     let id = msg["id"].clone();
     if !child.send(Bytes::from(msg.to_string())).await {
         return Err(HandshakeError::Closed);
