@@ -16,10 +16,12 @@ use std::{sync::Arc, time::Duration};
 use axum::{Router, http::StatusCode, response::IntoResponse, routing::get};
 use tokio::sync::watch;
 
-pub use engine::{ChildCommand, ExitInfo, Failure, ProbeReport, Readiness};
+pub use engine::{ChildCommand, ExitInfo, Failure, FailureReason, ProbeReport, Readiness};
 
 use engine::{Engine, EngineConfig, logs::LogRing};
 use http::{SessionLimits, SessionTable};
+
+use crate::tasks::Tasks;
 
 /// How a bridge runs its server.
 #[derive(Debug, Clone)]
@@ -46,17 +48,6 @@ impl BridgeConfig {
     }
 }
 
-/// A listener whose connections send small writes at once. Without it, Nagle's algorithm and
-/// the client's delayed ACK hold the end of every streamed response back by ~40 ms.
-pub fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    })
-}
-
 /// A running bridge. Cloning shares it.
 #[derive(Clone)]
 pub struct Bridge {
@@ -65,11 +56,12 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Start the probe (and the first spare) in the background.
-    pub fn start(cfg: BridgeConfig) -> Bridge {
+    /// Start the probe (and the first spare) in the background, on a branch of `tasks`.
+    pub fn start(cfg: BridgeConfig, tasks: &Tasks) -> Bridge {
         let BridgeConfig { command, init_timeout, spares, limits, echo_stderr } = cfg;
-        let engine = Engine::new(EngineConfig { command, init_timeout, spares, echo_stderr });
-        let table = SessionTable::new(engine.opener(), limits);
+        let tasks = tasks.child();
+        let engine = Engine::new(EngineConfig { command, init_timeout, spares, echo_stderr }, tasks.clone());
+        let table = SessionTable::new(engine.opener(), limits, &tasks);
         engine.start();
         Bridge { engine, table }
     }

@@ -15,7 +15,7 @@ pub async fn bridge(run: BridgeRun) -> std::io::Result<bool> {
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", run.listen)))?;
     let command = run.bridge.command.argv.clone();
-    let bridge = Bridge::start(run.bridge);
+    let bridge = Bridge::start(run.bridge, &tasks);
     let app = run.guard.apply(bridge.router());
     super::stop_on_signals(&tasks);
     tracing::info!(addr = %listener.local_addr()?, ?command, "bridge listening (/mcp, /sse)");

@@ -49,7 +49,8 @@ pub fn http_router(server: MetaServer, guard: Guard, tasks: &Tasks, extra: Optio
     let factory_server = server.clone();
     let streamable =
         StreamableHttpService::new(move || Ok(factory_server.clone()), LocalSessionManager::default().into(), config);
-    let table = SessionTable::new(Arc::new(InProcess { server, tasks: tasks.clone() }), SessionLimits::default());
+    let table =
+        SessionTable::new(Arc::new(InProcess { server, tasks: tasks.clone() }), SessionLimits::default(), tasks);
     let mut app = Router::new().nest_service("/mcp", streamable).merge(sse_routes(table));
     if let Some(extra) = extra {
         app = app.merge(extra);

@@ -8,7 +8,10 @@ use schemars::JsonSchema;
 use serde::{Serialize, Serializer};
 
 use super::{LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_PRESET, MANAGED_BY};
-use crate::spec::{Identity, ServerSpec};
+use crate::{
+    bridge::FailureReason,
+    spec::{Identity, ServerSpec},
+};
 
 /// The lifecycle phase of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -91,6 +94,18 @@ impl Reason {
             Reason::Completed => "Completed",
             Reason::Deleting => "Deleting",
             Reason::Cluster(text) => text,
+        }
+    }
+}
+
+impl From<FailureReason> for Reason {
+    fn from(r: FailureReason) -> Reason {
+        match r {
+            FailureReason::StartFailed => Reason::StartFailed,
+            FailureReason::ExitedBeforeInitialize => Reason::ExitedBeforeInitialize,
+            FailureReason::InitializeRejected => Reason::InitializeRejected,
+            FailureReason::InitializeTimeout => Reason::InitializeTimeout,
+            FailureReason::Stopped => Reason::Stopped,
         }
     }
 }

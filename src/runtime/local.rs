@@ -91,7 +91,7 @@ impl LocalRuntime {
         cfg.init_timeout = self.cfg.init_timeout;
         cfg.spares = self.cfg.spares;
         let tasks = self.tasks.child();
-        let bridge = Bridge::start(cfg);
+        let bridge = Bridge::start(cfg, &tasks);
         let guard = Guard { allowed_hosts: Some(Guard::loopback_hosts()), token: None };
         let app = guard.apply(bridge.router());
         let stop = tasks.token().clone();
@@ -148,7 +148,7 @@ fn info(server: &LocalServer) -> ServerInfo {
             info.ready_after_ms = Some(report.ready_after.as_millis() as u64);
         }
         Readiness::Failed(failure) => {
-            info.set_phase(Phase::Failed, Reason::from_cluster(failure.reason), failure.message);
+            info.set_phase(Phase::Failed, failure.reason.into(), failure.message);
             info.exit_code = failure.exit.and_then(|e| e.code);
             info.log_tail = Some(failure.stderr_tail);
         }

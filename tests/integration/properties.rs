@@ -31,6 +31,7 @@ use mcp_ephemeral::{
     runtime::{Capabilities, RuntimeKind},
     servers::{CreateRequest, Policy, resolve},
     spec::{self, Source},
+    tasks::Tasks,
 };
 use proptest::{
     prelude::*,
@@ -74,7 +75,7 @@ fn live() -> &'static Live {
             let command = ChildCommand { argv: vec!["python3".into(), FIXTURE.into(), "ok".into()], env: Vec::new() };
             let mut cfg = BridgeConfig::new(command);
             cfg.init_timeout = Duration::from_secs(20);
-            let bridge = Bridge::start(cfg);
+            let bridge = Bridge::start(cfg, &Tasks::new());
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let base = format!("http://{}", listener.local_addr().unwrap());
             tokio::spawn(axum::serve(listener, bridge.router()).into_future());

@@ -18,7 +18,10 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::logs::LogRing;
-use crate::bridge::http::{EndReason, Upstream};
+use crate::{
+    bridge::http::{EndReason, Upstream},
+    tasks::Tasks,
+};
 
 /// Longest stdout line (one JSON-RPC message) accepted from a child; longer lines are dropped.
 const MAX_LINE: usize = 64 * 1024 * 1024;
@@ -99,11 +102,13 @@ pub(crate) struct Child {
     close_stdin: CancellationToken,
     exit: watch::Receiver<Option<ExitInfo>>,
     terminated: bool,
+    /// Where its I/O tasks run, and its termination when it is dropped.
+    tasks: Tasks,
 }
 
 impl Child {
     /// Spawn `cmd` with piped stdio in a new process group; `tag` prefixes its stderr lines.
-    pub fn spawn(cmd: &ChildCommand, logs: Arc<LogRing>, tag: String) -> Result<Child, SpawnError> {
+    pub fn spawn(cmd: &ChildCommand, logs: Arc<LogRing>, tag: String, tasks: &Tasks) -> Result<Child, SpawnError> {
         let (program, args) = cmd.argv.split_first().ok_or(SpawnError::Empty)?;
         let mut command = Command::new(program);
         command
@@ -136,11 +141,12 @@ impl Child {
         let (out_tx, out_rx) = mpsc::channel::<Bytes>(64);
         let (exit_tx, exit_rx) = watch::channel(None);
         let close_stdin = CancellationToken::new();
-        tokio::spawn(write_stdin(stdin, in_rx, close_stdin.clone()));
-        tokio::spawn(read_stdout(stdout, out_tx, logs.clone(), tag.clone()));
-        tokio::spawn(read_stderr(stderr, logs.clone(), tag.clone()));
+        // These end with the process (EOF on its pipes, its exit), which termination ensures.
+        tasks.spawn(write_stdin(stdin, in_rx, close_stdin.clone()));
+        tasks.spawn(read_stdout(stdout, out_tx, logs.clone(), tag.clone()));
+        tasks.spawn(read_stderr(stderr, logs.clone(), tag.clone()));
         let exit_tag = tag.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let tag = exit_tag;
             let status = child.wait().await;
             let info = match status {
@@ -156,7 +162,15 @@ impl Child {
             let _ = exit_tx.send(Some(info));
         });
         tracing::debug!(pid, tag, argv = ?cmd.argv, "child started");
-        Ok(Child { pid, stdin: Some(in_tx), stdout: Some(out_rx), close_stdin, exit: exit_rx, terminated: false })
+        Ok(Child {
+            pid,
+            stdin: Some(in_tx),
+            stdout: Some(out_rx),
+            close_stdin,
+            exit: exit_rx,
+            terminated: false,
+            tasks: tasks.clone(),
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -196,14 +210,21 @@ impl Child {
         self.terminated = true;
         terminate_process(self.pid, self.close_stdin.clone(), self.exit.clone()).await
     }
+
+    /// [`Child::terminate`] in the background (on the task tree).
+    pub fn terminate_later(mut self) {
+        self.terminated = true;
+        let (pid, close, exit) = (self.pid, self.close_stdin.clone(), self.exit.clone());
+        self.tasks.spawn(terminate_process(pid, close, exit));
+    }
 }
 
 impl Drop for Child {
     fn drop(&mut self) {
         if !self.terminated {
             let (pid, close, exit) = (self.pid, self.close_stdin.clone(), self.exit.clone());
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(terminate_process(pid, close, exit));
+            if tokio::runtime::Handle::try_current().is_ok() {
+                self.tasks.spawn(terminate_process(pid, close, exit));
             } else {
                 signal_group(pid, libc::SIGKILL);
             }

@@ -16,12 +16,14 @@ use std::{
 };
 
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 pub use child::{ChildCommand, ExitInfo};
-pub use probe::{Failure, ProbeReport, Readiness};
+pub use probe::{Failure, FailureReason, ProbeReport, Readiness};
 
-use crate::bridge::http::{OpenError, Opened, SessionOpener};
+use crate::{
+    bridge::http::{OpenError, Opened, SessionOpener},
+    tasks::Tasks,
+};
 use child::Child;
 use logs::LogRing;
 
@@ -47,27 +49,21 @@ pub(crate) struct Engine {
     readiness: watch::Sender<Readiness>,
     spares: Mutex<Vec<Child>>,
     seq: AtomicU64,
-    shutdown: CancellationToken,
+    /// The engine's branch of the task tree; cancelled on shutdown.
+    tasks: Tasks,
 }
 
 impl Engine {
-    /// An engine with nothing started yet (see [`Engine::start`]).
-    pub(crate) fn new(cfg: EngineConfig) -> Arc<Engine> {
+    /// An engine with nothing started yet (see [`Engine::start`]), whose tasks are `tasks`.
+    pub(crate) fn new(cfg: EngineConfig, tasks: Tasks) -> Arc<Engine> {
         let logs = Arc::new(if cfg.echo_stderr { LogRing::echoing() } else { LogRing::default() });
         let (readiness, _) = watch::channel(Readiness::Starting);
-        Arc::new(Engine {
-            cfg,
-            logs,
-            readiness,
-            spares: Mutex::default(),
-            seq: AtomicU64::new(0),
-            shutdown: CancellationToken::new(),
-        })
+        Arc::new(Engine { cfg, logs, readiness, spares: Mutex::default(), seq: AtomicU64::new(0), tasks })
     }
 
     /// Start the probe (and the first spare) in the background.
     pub(crate) fn start(self: &Arc<Self>) {
-        tokio::spawn(run_probe(self.clone()));
+        self.tasks.spawn(run_probe(self.clone()));
         // Start the first spare alongside the probe: on two cores both starts overlap.
         self.refill_spares();
     }
@@ -100,13 +96,13 @@ impl Engine {
     /// Stop starting children, settle readiness and take the spares, all before this returns (so
     /// before the caller closes its sessions); the returned future ends the spares' processes.
     pub(crate) fn shutdown(&self) -> impl Future<Output = Vec<Option<ExitInfo>>> {
-        self.shutdown.cancel();
+        self.tasks.cancel();
         // Wake anyone waiting for readiness: it will not come now.
         self.readiness.send_if_modified(|r| {
             let starting = matches!(r, Readiness::Starting);
             if starting {
                 *r = Readiness::Failed(Failure {
-                    reason: "Stopped".into(),
+                    reason: FailureReason::Stopped,
                     message: "the server was stopped before it became ready (deleted, or its TTL expired)".into(),
                     exit: None,
                     stderr_tail: Vec::new(),
@@ -120,12 +116,12 @@ impl Engine {
 
     fn spawn_child(&self, role: &str) -> Result<Child, child::SpawnError> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        Child::spawn(&self.cfg.command, self.logs.clone(), format!("{role}-{n}"))
+        Child::spawn(&self.cfg.command, self.logs.clone(), format!("{role}-{n}"), &self.tasks)
     }
 
     /// Keep `cfg.spares` children started, unless the server failed or we are stopping.
     fn refill_spares(self: &Arc<Self>) {
-        if self.shutdown.is_cancelled() || matches!(*self.readiness.borrow(), Readiness::Failed(_)) {
+        if self.tasks.is_cancelled() || matches!(*self.readiness.borrow(), Readiness::Failed(_)) {
             return;
         }
         let mut spares = self.spares.lock().expect("spares poisoned");
@@ -172,7 +168,7 @@ impl SessionOpener for Opener {
     fn open(&self) -> futures::future::BoxFuture<'_, Result<Opened, OpenError>> {
         Box::pin(async move {
             let engine = &self.0;
-            if engine.shutdown.is_cancelled() {
+            if engine.tasks.is_cancelled() {
                 return Err(OpenError::ShuttingDown);
             }
             let mut rx = engine.readiness.subscribe();
@@ -204,7 +200,7 @@ impl SessionOpener for Opener {
 
 async fn run_probe(engine: Arc<Engine>) {
     let outcome = tokio::select! {
-        _ = engine.shutdown.cancelled() => return,
+        _ = engine.tasks.cancelled() => return,
         r = engine.probe() => r,
     };
     let failed = matches!(outcome, Readiness::Failed(_));

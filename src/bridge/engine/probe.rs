@@ -32,11 +32,40 @@ pub struct ProbeReport {
     pub ready_after: Duration,
 }
 
+/// Why a bridge's server cannot be used; a short CamelCase name, like Kubernetes' reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The program could not be started at all.
+    StartFailed,
+    ExitedBeforeInitialize,
+    InitializeRejected,
+    InitializeTimeout,
+    /// The bridge was stopped before the server became ready.
+    Stopped,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::StartFailed => "StartFailed",
+            FailureReason::ExitedBeforeInitialize => "ExitedBeforeInitialize",
+            FailureReason::InitializeRejected => "InitializeRejected",
+            FailureReason::InitializeTimeout => "InitializeTimeout",
+            FailureReason::Stopped => "Stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a server is not usable.
 #[derive(Debug, Clone)]
 pub struct Failure {
-    /// A short CamelCase reason, like Kubernetes' (`ExitedBeforeInitialize`, …).
-    pub reason: String,
+    pub reason: FailureReason,
     /// A sentence a person can act on, with the stderr tail.
     pub message: String,
     pub exit: Option<ExitInfo>,
@@ -51,7 +80,7 @@ enum HandshakeError {
 /// The failure of a probe whose child could not be started.
 pub(super) fn start_failed(e: &SpawnError) -> Readiness {
     Readiness::Failed(Failure {
-        reason: "StartFailed".into(),
+        reason: FailureReason::StartFailed,
         message: format!("{e}. Check that the program is installed and on PATH."),
         exit: None,
         stderr_tail: Vec::new(),
@@ -69,7 +98,7 @@ pub(super) async fn probe(
 ) -> Readiness {
     let mut exit = child.exit_watch();
     let result = tokio::time::timeout(timeout, handshake(&mut child)).await;
-    let failure = |reason: &str, what: String, exit: Option<ExitInfo>| {
+    let failure = |reason: FailureReason, what: String, exit: Option<ExitInfo>| {
         let tail = logs.tail(STDERR_TAIL);
         let mut message = what;
         if tail.is_empty() {
@@ -78,7 +107,7 @@ pub(super) async fn probe(
             message.push_str(" Last stderr lines:\n");
             message.push_str(&tail.join("\n"));
         }
-        Readiness::Failed(Failure { reason: reason.into(), message, exit, stderr_tail: tail })
+        Readiness::Failed(Failure { reason, message, exit, stderr_tail: tail })
     };
     let outcome = match result {
         Ok(Ok(mut report)) => {
@@ -91,13 +120,17 @@ pub(super) async fn probe(
                 .ok()
                 .and_then(|r| r.ok().and_then(|i| i.clone()));
             let how = info.as_ref().map(|i| format!(" ({i})")).unwrap_or_default();
-            failure("ExitedBeforeInitialize", format!("`{argv}` exited{how} before answering initialize."), info)
+            failure(
+                FailureReason::ExitedBeforeInitialize,
+                format!("`{argv}` exited{how} before answering initialize."),
+                info,
+            )
         }
         Ok(Err(HandshakeError::Rejected(msg))) => {
-            failure("InitializeRejected", format!("`{argv}` rejected initialize: {msg}."), None)
+            failure(FailureReason::InitializeRejected, format!("`{argv}` rejected initialize: {msg}."), None)
         }
         Err(_) => failure(
-            "InitializeTimeout",
+            FailureReason::InitializeTimeout,
             format!(
                 "`{argv}` did not answer initialize within {}; is it a stdio MCP server? \
                  (a first `uvx`/`npx` run may be downloading: retry, or raise the timeout)",
@@ -107,7 +140,7 @@ pub(super) async fn probe(
         ),
     };
     // The probe child has done its job; sessions get their own.
-    tokio::spawn(child.terminate());
+    child.terminate_later();
     outcome
 }
 

@@ -17,6 +17,8 @@ use std::{
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
+use crate::tasks::Tasks;
+
 use super::{
     envelope::{Envelope, id_key},
     upstream::{EndReason, Upstream, describe_end},
@@ -62,10 +64,10 @@ pub(crate) enum RelayError {
 
 impl Relay {
     /// Start routing `upstream`'s messages.
-    pub fn new(upstream: Upstream) -> Arc<Relay> {
+    pub fn new(upstream: Upstream, tasks: &Tasks) -> Arc<Relay> {
         let routes = Arc::new(Mutex::new(Routes::default()));
         let (closed_tx, closed_rx) = watch::channel(false);
-        tokio::spawn(dispatch(upstream.rx, upstream.end, routes.clone(), closed_tx));
+        tasks.spawn(dispatch(upstream.rx, upstream.end, routes.clone(), closed_tx));
         Arc::new(Relay { to_upstream: upstream.tx, routes, closed: closed_rx })
     }
 
@@ -247,7 +249,7 @@ mod tests {
     fn pipe() -> (Arc<Relay>, mpsc::Receiver<Bytes>, mpsc::Sender<Bytes>) {
         let (to_server_tx, to_server_rx) = mpsc::channel(16);
         let (from_server_tx, from_server_rx) = mpsc::channel(16);
-        let relay = Relay::new(Upstream { tx: to_server_tx, rx: from_server_rx, end: None });
+        let relay = Relay::new(Upstream { tx: to_server_tx, rx: from_server_rx, end: None }, &Tasks::new());
         (relay, to_server_rx, from_server_tx)
     }
 

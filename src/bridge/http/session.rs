@@ -18,6 +18,7 @@ use futures::future::BoxFuture;
 use rand::RngExt;
 
 use super::{relay::Relay, upstream::Upstream};
+use crate::tasks::Tasks;
 
 /// Ends an upstream (terminates the child, cancels the handler); awaited on shutdown.
 pub type Closer = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
@@ -107,15 +108,18 @@ pub struct SessionTable {
     opener: Arc<dyn SessionOpener>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     limits: SessionLimits,
+    /// Where the relays, the idle reaper and background closes run.
+    tasks: Tasks,
 }
 
 impl SessionTable {
-    /// A table whose idle sessions are reaped by a background task that lives as long as it.
-    pub fn new(opener: Arc<dyn SessionOpener>, limits: SessionLimits) -> Arc<SessionTable> {
-        let table = Arc::new(SessionTable { opener, sessions: Mutex::default(), limits });
+    /// A table whose idle sessions are reaped by a background task that lives as long as it
+    /// (or until `tasks` is cancelled).
+    pub fn new(opener: Arc<dyn SessionOpener>, limits: SessionLimits, tasks: &Tasks) -> Arc<SessionTable> {
+        let table = Arc::new(SessionTable { opener, sessions: Mutex::default(), limits, tasks: tasks.clone() });
         let weak = Arc::downgrade(&table);
         let period = (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
-        tokio::spawn(async move {
+        tasks.spawn_until_cancelled(async move {
             loop {
                 tokio::time::sleep(period).await;
                 let Some(table) = weak.upgrade() else { break };
@@ -134,7 +138,7 @@ impl SessionTable {
         let id = new_session_id();
         let session = Arc::new(Session {
             id: id.clone(),
-            relay: Relay::new(opened.upstream),
+            relay: Relay::new(opened.upstream, &self.tasks),
             closer: Mutex::new(Some(opened.closer)),
             last_active: Mutex::new(Instant::now()),
             streams: AtomicUsize::new(0),
@@ -142,7 +146,7 @@ impl SessionTable {
         self.sessions.lock().expect("sessions poisoned").insert(id.clone(), session.clone());
         // Forget the session as soon as its upstream ends on its own.
         let (table, relay) = (Arc::downgrade(self), session.relay.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn_until_cancelled(async move {
             relay.closed().await;
             if let Some(table) = table.upgrade() {
                 table.close(&id).await;
@@ -163,6 +167,14 @@ impl SessionTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// [`SessionTable::close`] in the background (from a `Drop`).
+    pub(crate) fn close_later(self: &Arc<Self>, id: String) {
+        let table = self.clone();
+        self.tasks.spawn(async move {
+            table.close(&id).await;
+        });
     }
 
     /// Close one session; false when there was none by that id.

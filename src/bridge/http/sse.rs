@@ -64,10 +64,7 @@ struct CloseOnDrop {
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        let (table, id) = (self.table.clone(), std::mem::take(&mut self.id));
-        tokio::spawn(async move {
-            table.close(&id).await;
-        });
+        self.table.close_later(std::mem::take(&mut self.id));
     }
 }
 
