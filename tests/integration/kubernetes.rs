@@ -304,6 +304,54 @@ async fn a_dropped_watch_is_resumed_and_api_errors_are_retried_then_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_name_was_taken_is_ready_and_managed_under_its_new_name() {
+    let c = cluster(FakeConfig::new(NS)).await;
+    let meta = kube_meta(&c, &[]).await;
+    c.fake.faults().conflict_next_create("jobs");
+    let server = call_ok(
+        &meta.client,
+        "create_mcp_server",
+        json!({"preset": "time", "secret_env": {"K": SECRET}, "wait_for_ready": true}),
+    )
+    .await;
+    assert_eq!(server["phase"], "Ready", "waited under the name the server got: {server}");
+    let job = server["job_name"].as_str().unwrap().to_string();
+    // The name tried first, as the meta server logged it.
+    let taken = meta
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|l| l.split("taken=").nth(1).and_then(|rest| rest.split_whitespace().next()).map(str::to_string))
+        .expect("the 409 and the name it hit are logged");
+    assert_ne!(taken, job, "a fresh name was picked");
+
+    let status = call_ok(&meta.client, "get_mcp_server_status", json!({"job_name": job})).await;
+    assert_eq!((status["job_name"].as_str(), status["phase"].as_str()), (Some(job.as_str()), Some("Ready")));
+    let list = call_ok(&meta.client, "list_mcp_servers", json!({})).await;
+    let names: Vec<&str> = list["servers"].as_array().unwrap().iter().filter_map(|s| s["job_name"].as_str()).collect();
+    assert_eq!(names, [job.as_str()], "{list}");
+    let old = call_err(&meta.client, "get_mcp_server_status", json!({"job_name": taken})).await;
+    assert!(old.contains("no MCP server named"), "{old}");
+    assert!(c.fake.object::<Job>(NS, &taken).is_none(), "no Job under the taken name");
+    assert!(c.fake.object::<Service>(NS, &taken).is_none(), "no Service under the taken name");
+    assert!(c.fake.object::<Secret>(NS, &format!("{taken}-env")).is_none(), "no Secret under the taken name");
+
+    let deleted = call_ok(&meta.client, "delete_mcp_server", json!({"job_name": job, "wait_for_deletion": true})).await;
+    assert_eq!((deleted["phase"].as_str(), deleted["already_gone"].as_bool()), (Some("Deleted"), Some(false)));
+    let gone = c
+        .fake
+        .wait_until(Duration::from_secs(5), |f| {
+            f.object::<Job>(NS, &job).is_none()
+                && f.object::<Service>(NS, &job).is_none()
+                && f.object::<Secret>(NS, &format!("{job}-env")).is_none()
+        })
+        .await;
+    assert!(gone, "everything of the server is gone");
+    assert_requests_within_rbac(&c.fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_meta_server_lists_and_deletes_what_the_last_one_made() {
     let c = cluster(FakeConfig::new(NS)).await;
     let first = kube_meta(&c, &[]).await;
