@@ -20,7 +20,7 @@ use crate::{
 pub struct ConfigError(pub Vec<String>);
 
 /// How clients reach the meta server.
-pub enum Front {
+pub(crate) enum Front {
     /// One client on stdin/stdout.
     Stdio,
     /// Streamable HTTP and SSE on `listen`, behind `guard`.
@@ -28,41 +28,41 @@ pub enum Front {
 }
 
 /// Where servers run, with that runtime's settings.
-pub enum RuntimeConfig {
+pub(crate) enum RuntimeConfig {
     Local(LocalConfig),
     Kubernetes(KubeConfig),
 }
 
 /// Settings of `--runtime kubernetes`.
-pub struct KubeConfig {
-    pub context: Option<String>,
-    pub namespace: Option<String>,
-    pub jobs: JobSettings,
+pub(crate) struct KubeConfig {
+    pub(crate) context: Option<String>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) jobs: JobSettings,
     /// Out of cluster: where the gateway listens, when not on the HTTP front door.
-    pub gateway_listen: Option<SocketAddr>,
+    pub(crate) gateway_listen: Option<SocketAddr>,
 }
 
 /// A checked `serve`.
-pub struct ServeConfig {
-    pub front: Front,
-    pub runtime: RuntimeConfig,
-    pub presets: Presets,
-    pub policy: Policy,
+pub(crate) struct ServeConfig {
+    pub(crate) front: Front,
+    pub(crate) runtime: RuntimeConfig,
+    pub(crate) presets: Presets,
+    pub(crate) policy: Policy,
     /// Warm pools: preset name → members (from preset files, then `--warm-pool`).
-    pub pools: BTreeMap<String, usize>,
+    pub(crate) pools: BTreeMap<String, usize>,
 }
 
 /// A checked standalone `bridge`.
-pub struct BridgeRun {
-    pub listen: SocketAddr,
-    pub guard: Guard,
-    pub bridge: BridgeConfig,
+pub(crate) struct BridgeRun {
+    pub(crate) listen: SocketAddr,
+    pub(crate) guard: Guard,
+    pub(crate) bridge: BridgeConfig,
     /// Keep serving when the server fails to start, instead of exiting 1.
-    pub stay_on_failure: bool,
+    pub(crate) stay_on_failure: bool,
 }
 
 /// Host names a listener accepts: `None` for any (a wildcard address with no explicit list).
-pub fn allowed_hosts(listen: SocketAddr, extra: &[String]) -> Option<Vec<String>> {
+pub(crate) fn allowed_hosts(listen: SocketAddr, extra: &[String]) -> Option<Vec<String>> {
     if listen.ip().is_unspecified() && extra.is_empty() {
         return None;
     }
@@ -79,7 +79,7 @@ pub fn allowed_hosts(listen: SocketAddr, extra: &[String]) -> Option<Vec<String>
 
 impl ServeArgs {
     /// Check the flags together and build the configuration; returns every problem found.
-    pub fn into_config(self) -> Result<ServeConfig, ConfigError> {
+    pub(crate) fn into_config(self) -> Result<ServeConfig, ConfigError> {
         let mut problems = self.problems();
         let presets = Presets::load(self.presets_dir.as_deref()).map_err(|e| problems.push(e.to_string())).ok();
         let mut pools: BTreeMap<String, usize> = presets
@@ -176,7 +176,7 @@ impl ServeArgs {
 
 impl BridgeArgs {
     /// The standalone bridge's configuration.
-    pub fn into_config(self) -> BridgeRun {
+    pub(crate) fn into_config(self) -> BridgeRun {
         let mut bridge = BridgeConfig::new(ChildCommand { argv: self.command, env: Vec::new() });
         bridge.init_timeout = self.init_timeout;
         bridge.spares = self.spares;
@@ -189,4 +189,4 @@ impl BridgeArgs {
 
 /// How long shutdown may take before the process gives up waiting (children are SIGKILLed
 /// well before).
-pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+pub(crate) const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);

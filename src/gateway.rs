@@ -21,7 +21,7 @@ use crate::{http::Stream, tasks::Tasks};
 
 /// Why the gateway could not reach a server.
 #[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     #[error("no MCP server named `{0}` here; list_mcp_servers shows the servers there are")]
     NotFound(String),
     #[error(
@@ -43,7 +43,7 @@ impl GatewayError {
 }
 
 /// Opens a byte stream to the MCP port of server `job`.
-pub trait Dialer: Send + Sync + 'static {
+pub(crate) trait Dialer: Send + Sync + 'static {
     fn dial<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<Box<dyn Stream>, GatewayError>>;
 }
 
@@ -56,13 +56,13 @@ struct Gateway {
 }
 
 /// `/servers/{job_name}/{path}` for every method.
-pub fn router(dialer: Arc<dyn Dialer>, tasks: Tasks) -> Router {
+pub(crate) fn router(dialer: Arc<dyn Dialer>, tasks: Tasks) -> Router {
     Router::new().route("/servers/{job}/{*rest}", any(proxy)).with_state(Gateway { dialer, tasks })
 }
 
 /// The URL path and query the server sees for a gateway request, or `None` for a name that
 /// cannot be a server (so nothing is dialed for it).
-pub fn upstream_uri(job: &str, rest: &str, query: Option<&str>) -> Option<Uri> {
+pub(crate) fn upstream_uri(job: &str, rest: &str, query: Option<&str>) -> Option<Uri> {
     if !crate::names::is_rfc1123_label(job) || rest.split('/').any(|seg| seg == "..") {
         return None;
     }

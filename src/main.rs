@@ -39,11 +39,11 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
-            commands::serve(args.into_config()?).await?;
+            commands::serve(args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bridge(args) => {
-            let ok = commands::bridge(args.into_config()).await?;
+            let ok = commands::bridge(args).await?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Presets { presets_dir, json } => {

@@ -61,7 +61,7 @@ impl Bridge {
         let BridgeConfig { command, init_timeout, spares, limits, echo_stderr } = cfg;
         let tasks = tasks.child();
         let engine = Engine::new(EngineConfig { command, init_timeout, spares, echo_stderr }, tasks.clone());
-        let table = SessionTable::new(engine.opener(), limits, &tasks);
+        let table = SessionTable::start(engine.opener(), limits, &tasks);
         engine.start();
         Bridge { engine, table }
     }
@@ -80,15 +80,15 @@ impl Bridge {
     }
 
     /// A receiver of readiness changes (for progress reports).
-    pub fn subscribe(&self) -> watch::Receiver<Readiness> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Readiness> {
         self.engine.subscribe()
     }
 
-    pub fn logs(&self) -> &Arc<LogRing> {
+    pub(crate) fn logs(&self) -> &Arc<LogRing> {
         self.engine.logs()
     }
 
-    pub fn session_count(&self) -> usize {
+    pub(crate) fn session_count(&self) -> usize {
         self.table.len()
     }
 

@@ -4,12 +4,13 @@
 
 use crate::{
     bridge::{Bridge, Readiness},
-    config::BridgeRun,
+    cli::BridgeArgs,
     tasks::Tasks,
 };
 
 /// Serve until SIGINT/SIGTERM (or the server's failure); `Ok(false)` when the server failed.
-pub async fn bridge(run: BridgeRun) -> std::io::Result<bool> {
+pub async fn bridge(args: BridgeArgs) -> std::io::Result<bool> {
+    let run = args.into_config();
     let tasks = Tasks::new();
     let listener = tokio::net::TcpListener::bind(run.listen)
         .await

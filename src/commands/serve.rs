@@ -9,7 +9,8 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::{
-    config::{Front, KubeConfig, RuntimeConfig, ServeConfig, allowed_hosts},
+    cli::ServeArgs,
+    config::{ConfigError, Front, KubeConfig, RuntimeConfig, ServeConfig, allowed_hosts},
     gateway::{self, Dialer},
     http::Guard,
     mcp::{MetaServer, transport},
@@ -26,6 +27,8 @@ use crate::{
 /// Why `serve` could not start or ended badly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("cannot listen on {addr}{what}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -75,8 +78,12 @@ impl Door {
     }
 }
 
-/// Run the meta server until its client goes away or a signal stops it.
-pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+/// Check the flags, then run the meta server until its client goes away or a signal stops it.
+pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
+    run(args.into_config()?).await
+}
+
+async fn run(config: ServeConfig) -> Result<(), ServeError> {
     let tasks = Tasks::new();
     // HTTP binds first: out of cluster its address is the gateway's, and URLs name it.
     let door = Door::open(config.front).await?;
@@ -118,7 +125,7 @@ async fn kubernetes_runtime(
     tracing::info!(server = %conn.server, namespace = %conn.namespace, in_cluster = conn.in_cluster, "connected to Kubernetes");
     let runtime_tasks = tasks.child();
     if conn.in_cluster && kube.gateway_listen.is_none() {
-        let runtime = KubernetesRuntime::new(conn, kube.jobs, UrlMode::ServiceDns, runtime_tasks);
+        let runtime = KubernetesRuntime::start(conn, kube.jobs, UrlMode::ServiceDns, runtime_tasks);
         return Ok((Runtime::Kubernetes(runtime), None));
     }
     let dialer: Arc<dyn Dialer> = Arc::new(PodDialer::new(conn.client.clone(), &conn.namespace, tasks.child()));
@@ -127,7 +134,7 @@ async fn kubernetes_runtime(
         (Some(addr), None) => (base_url(addr), Some(routes)),
         (_, listen) => (own_gateway(listen.unwrap_or(([127, 0, 0, 1], 0).into()), routes, tasks).await?, None),
     };
-    let runtime = KubernetesRuntime::new(conn, kube.jobs, UrlMode::Gateway(base), runtime_tasks);
+    let runtime = KubernetesRuntime::start(conn, kube.jobs, UrlMode::Gateway(base), runtime_tasks);
     Ok((Runtime::Kubernetes(runtime), routes))
 }
 

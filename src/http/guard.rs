@@ -14,21 +14,21 @@ use axum::{
 
 /// What a listener lets in.
 #[derive(Debug, Clone, Default)]
-pub struct Guard {
+pub(crate) struct Guard {
     /// Accepted `Host` names (without port); `None` accepts any.
-    pub allowed_hosts: Option<Vec<String>>,
+    pub(crate) allowed_hosts: Option<Vec<String>>,
     /// Required `Authorization: Bearer` token; `None` means no authentication.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 impl Guard {
     /// Hosts that always name this machine.
-    pub fn loopback_hosts() -> Vec<String> {
+    pub(crate) fn loopback_hosts() -> Vec<String> {
         ["localhost", "127.0.0.1", "::1", "[::1]"].map(String::from).to_vec()
     }
 
     /// Wrap `router` with the checks.
-    pub fn apply(self, router: Router) -> Router {
+    pub(crate) fn apply(self, router: Router) -> Router {
         router.layer(middleware::from_fn_with_state(Arc::new(self), check))
     }
 }

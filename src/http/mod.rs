@@ -2,7 +2,7 @@
 //! (TCP_NODELAY, graceful shutdown), one way to send a request over a byte stream, and the
 //! front-door checks ([`guard`]).
 
-pub mod guard;
+pub(crate) mod guard;
 
 use axum::Router;
 use bytes::Bytes;
@@ -11,11 +11,11 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-pub use guard::Guard;
+pub(crate) use guard::Guard;
 
 /// A listener whose connections send small writes at once. Without it, Nagle's algorithm and
 /// the client's delayed ACK hold the end of every streamed response back by ~40 ms.
-pub fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+pub(crate) fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
     use axum::serve::ListenerExt;
     listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
@@ -25,17 +25,21 @@ pub fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<
 }
 
 /// Serve `app` on `listener` until `stop` fires, then finish the requests in flight.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router, stop: CancellationToken) -> std::io::Result<()> {
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(nodelay(listener), app).with_graceful_shutdown(stop.cancelled_owned()).await
 }
 
 /// A byte stream a request can travel over: a TCP connection, a port-forward tunnel.
-pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
 /// Why a request over a stream got no answer.
 #[derive(Debug, thiserror::Error)]
-pub enum ExchangeError {
+pub(crate) enum ExchangeError {
     #[error("HTTP handshake failed: {0}")]
     Handshake(#[source] hyper::Error),
     #[error("did not answer: {0}")]
@@ -44,7 +48,7 @@ pub enum ExchangeError {
 
 /// Send one HTTP/1.1 request over `stream` and return the response as it starts (its body
 /// streams on). The connection lives as long as the response body, on a task of its own.
-pub async fn send_over<B>(
+pub(crate) async fn send_over<B>(
     stream: Box<dyn Stream>,
     request: hyper::Request<B>,
     tasks: &crate::tasks::Tasks,
@@ -65,7 +69,11 @@ where
 }
 
 /// `GET path` over `stream` with no body; the status, or `None` when there was no answer.
-pub async fn get_status(stream: Box<dyn Stream>, path: &str, tasks: &crate::tasks::Tasks) -> Option<hyper::StatusCode> {
+pub(crate) async fn get_status(
+    stream: Box<dyn Stream>,
+    path: &str,
+    tasks: &crate::tasks::Tasks,
+) -> Option<hyper::StatusCode> {
     let request = hyper::Request::get(path).header("host", "localhost").body(Empty::<Bytes>::new()).ok()?;
     send_over(stream, request, tasks).await.ok().map(|r| r.status())
 }

@@ -11,7 +11,7 @@ use super::mounts::MountError;
 use crate::{runtime::Phase, servers::ServersError, spec::SpecError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ToolError {
+pub(crate) enum ToolError {
     #[error(transparent)]
     Servers(#[from] ServersError),
     #[error(transparent)]

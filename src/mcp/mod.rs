@@ -4,8 +4,8 @@
 mod error;
 pub mod mounts;
 pub mod params;
-pub mod reply;
+pub(crate) mod reply;
 mod server;
-pub mod transport;
+pub(crate) mod transport;
 
-pub use server::MetaServer;
+pub(crate) use server::MetaServer;

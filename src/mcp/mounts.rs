@@ -17,7 +17,7 @@ use tokio::sync::RwLock;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One mounted server.
-pub struct Mount {
+pub(crate) struct Mount {
     pub name: String,
     pub job_name: String,
     client: RunningService<RoleClient, ()>,
@@ -35,7 +35,7 @@ pub struct MountInfo {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum MountError {
+pub(crate) enum MountError {
     #[error("mount name `{0}` is invalid: use 1 to 32 letters, digits or `-`, starting with a letter")]
     BadName(String),
     #[error("a mount named `{0}` exists already; pick another name or remove_mcp_server_mount first")]
@@ -55,7 +55,7 @@ pub enum MountError {
 
 /// Why a mount could not reach its server.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectFailure {
+pub(crate) enum ConnectFailure {
     /// Boxed: the error is large, and mounts fail rarely.
     #[error("{0}")]
     Initialize(#[source] Box<rmcp::service::ClientInitializeError>),
@@ -66,7 +66,7 @@ pub enum ConnectFailure {
 }
 
 #[derive(Default)]
-pub struct Mounts {
+pub(crate) struct Mounts {
     by_name: RwLock<BTreeMap<String, Arc<Mount>>>,
 }
 
@@ -99,7 +99,7 @@ impl Mount {
 impl Mounts {
     /// Connect to `url`, list its tools and offer them as `<name>_<tool>`. `taken` tells whether
     /// a tool name is already in use by the meta server itself.
-    pub async fn mount(
+    pub(crate) async fn mount(
         &self,
         name: &str,
         job_name: &str,
@@ -140,7 +140,7 @@ impl Mounts {
     }
 
     /// Remove a mount and close its connection.
-    pub async fn remove(&self, name: &str) -> Result<MountInfo, MountError> {
+    pub(crate) async fn remove(&self, name: &str) -> Result<MountInfo, MountError> {
         let mount = self.by_name.write().await.remove(name).ok_or_else(|| MountError::NotFound(name.to_string()))?;
         let info = mount.info();
         if let Ok(mount) = Arc::try_unwrap(mount) {
@@ -150,7 +150,7 @@ impl Mounts {
     }
 
     /// Remove every mount of a deleted server; returns the names removed.
-    pub async fn remove_job(&self, job_name: &str) -> Vec<String> {
+    pub(crate) async fn remove_job(&self, job_name: &str) -> Vec<String> {
         let names: Vec<String> =
             self.by_name.read().await.values().filter(|m| m.job_name == job_name).map(|m| m.name.clone()).collect();
         for n in &names {
@@ -160,12 +160,12 @@ impl Mounts {
     }
 
     /// Every mounted tool, under its exposed name.
-    pub async fn tools(&self) -> Vec<Tool> {
+    pub(crate) async fn tools(&self) -> Vec<Tool> {
         self.by_name.read().await.values().flat_map(|m| m.tools.iter().map(|t| m.exposed(t))).collect()
     }
 
     /// The mount and original tool name behind an exposed name.
-    pub async fn resolve(&self, exposed: &str) -> Option<(Arc<Mount>, String)> {
+    pub(crate) async fn resolve(&self, exposed: &str) -> Option<(Arc<Mount>, String)> {
         let by_name = self.by_name.read().await;
         by_name.values().find_map(|m| {
             let rest = exposed.strip_prefix(m.name.as_str())?.strip_prefix('_')?;
@@ -173,14 +173,14 @@ impl Mounts {
         })
     }
 
-    pub async fn list(&self) -> Vec<MountInfo> {
+    pub(crate) async fn list(&self) -> Vec<MountInfo> {
         self.by_name.read().await.values().map(|m| m.info()).collect()
     }
 }
 
 impl Mount {
     /// Forward a call; a broken connection becomes a tool error that says what to do.
-    pub async fn call(&self, original: String, mut request: CallToolRequestParams) -> CallToolResponse {
+    pub(crate) async fn call(&self, original: String, mut request: CallToolRequestParams) -> CallToolResponse {
         request.name = original.into();
         match self.client.peer().call_tool_once(request).await {
             Ok(response) => response,

@@ -14,11 +14,11 @@ use rmcp::{
 use serde::Serialize;
 
 /// A result with a one-line summary.
-pub trait Summary {
+pub(crate) trait Summary {
     fn summary(&self) -> String;
 }
 
-pub struct Json<T>(pub T);
+pub(crate) struct Json<T>(pub T);
 
 impl<T: Serialize + JsonSchema + Summary + 'static> IntoCallToolResult for Json<T> {
     fn into_call_tool_result(self) -> Result<CallToolResponse, ErrorData> {

@@ -42,14 +42,14 @@ struct State {
 }
 
 #[derive(Clone)]
-pub struct MetaServer {
+pub(crate) struct MetaServer {
     state: Arc<State>,
     tool_router: Arc<ToolRouter<MetaServer>>,
 }
 
 impl MetaServer {
     /// A meta server over `servers`; mounts of deleted servers are removed automatically.
-    pub fn new(servers: Arc<Servers>, tasks: &Tasks) -> MetaServer {
+    pub(crate) fn new(servers: Arc<Servers>, tasks: &Tasks) -> MetaServer {
         let mut deletions = servers.deletions();
         let state =
             Arc::new(State { servers, tasks: tasks.clone(), mounts: Mounts::default(), peers: Mutex::default() });

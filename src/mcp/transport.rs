@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// Serve one client on stdin/stdout until it closes stdin or `stop` fires.
-pub async fn serve_stdio(server: MetaServer, tasks: &Tasks) -> std::io::Result<()> {
+pub(crate) async fn serve_stdio(server: MetaServer, tasks: &Tasks) -> std::io::Result<()> {
     let running = match server.serve_with_ct(rmcp::transport::stdio(), tasks.token().child_token()).await {
         Ok(r) => r,
         // A client that goes away before initializing is not an error of ours.
@@ -41,7 +41,7 @@ pub async fn serve_stdio(server: MetaServer, tasks: &Tasks) -> std::io::Result<(
 
 /// The HTTP app of the meta server.
 /// `extra` routes (the gateway) sit behind the same guard.
-pub fn http_router(server: MetaServer, guard: Guard, tasks: &Tasks, extra: Option<Router>) -> Router {
+pub(crate) fn http_router(server: MetaServer, guard: Guard, tasks: &Tasks, extra: Option<Router>) -> Router {
     let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(tasks.token().child_token())
         // The Guard checks Host (with the listen address and --allowed-host) in front of it.
@@ -50,7 +50,7 @@ pub fn http_router(server: MetaServer, guard: Guard, tasks: &Tasks, extra: Optio
     let streamable =
         StreamableHttpService::new(move || Ok(factory_server.clone()), LocalSessionManager::default().into(), config);
     let table =
-        SessionTable::new(Arc::new(InProcess { server, tasks: tasks.clone() }), SessionLimits::default(), tasks);
+        SessionTable::start(Arc::new(InProcess { server, tasks: tasks.clone() }), SessionLimits::default(), tasks);
     let mut app = Router::new().nest_service("/mcp", streamable).merge(sse_routes(table));
     if let Some(extra) = extra {
         app = app.merge(extra);
@@ -59,7 +59,7 @@ pub fn http_router(server: MetaServer, guard: Guard, tasks: &Tasks, extra: Optio
 }
 
 /// Serve HTTP on `listener` until `tasks` is cancelled.
-pub async fn serve_http(
+pub(crate) async fn serve_http(
     listener: tokio::net::TcpListener,
     server: MetaServer,
     guard: Guard,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{Phase, Reason, kubernetes::retry::ApiError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
+pub(crate) enum RuntimeError {
     #[error("no MCP server named `{0}`; list_mcp_servers shows the servers there are")]
     NotFound(String),
     #[error("cannot start `{program}`: {why}")]

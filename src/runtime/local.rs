@@ -21,11 +21,11 @@ use crate::{
 
 /// Settings of the local runtime.
 #[derive(Debug, Clone)]
-pub struct LocalConfig {
+pub(crate) struct LocalConfig {
     /// How long a server may take to answer `initialize`.
-    pub init_timeout: Duration,
+    pub(crate) init_timeout: Duration,
     /// Children kept started ahead of sessions, per server.
-    pub spares: usize,
+    pub(crate) spares: usize,
 }
 
 impl Default for LocalConfig {
@@ -51,7 +51,7 @@ impl LocalServer {
     }
 }
 
-pub struct LocalRuntime {
+pub(crate) struct LocalRuntime {
     cfg: LocalConfig,
     servers: RwLock<BTreeMap<String, Arc<LocalServer>>>,
     tasks: Tasks,
@@ -59,7 +59,7 @@ pub struct LocalRuntime {
 
 impl LocalRuntime {
     /// A runtime whose servers are branches of `tasks`.
-    pub fn new(cfg: LocalConfig, tasks: Tasks) -> LocalRuntime {
+    pub(crate) fn new(cfg: LocalConfig, tasks: Tasks) -> LocalRuntime {
         LocalRuntime { cfg, servers: RwLock::default(), tasks }
     }
 

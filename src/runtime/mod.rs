@@ -11,14 +11,14 @@
 mod error;
 mod info;
 pub mod kubernetes;
-pub mod local;
+pub(crate) mod local;
 
 use std::{sync::Arc, time::Duration};
 
 use schemars::JsonSchema;
 use serde::Serialize;
 
-pub use error::RuntimeError;
+pub(crate) use error::RuntimeError;
 pub use info::{
     DeletePhase, Deleted, Phase, ProgressFn, ProgressStep, Reason, ServerInfo, Urls, rfc3339, standard_labels,
 };
@@ -61,13 +61,13 @@ pub struct Capabilities {
 
 /// A place where MCP servers run. Cloning shares it.
 #[derive(Clone)]
-pub enum Runtime {
+pub(crate) enum Runtime {
     Local(Arc<LocalRuntime>),
     Kubernetes(Arc<KubernetesRuntime>),
 }
 
 impl Runtime {
-    pub fn capabilities(&self) -> Capabilities {
+    pub(crate) fn capabilities(&self) -> Capabilities {
         match self {
             Runtime::Local(_) => Capabilities { kind: RuntimeKind::Local, images: false },
             Runtime::Kubernetes(_) => Capabilities { kind: RuntimeKind::Kubernetes, images: true },
@@ -75,7 +75,7 @@ impl Runtime {
     }
 
     /// The Kubernetes namespace, if any.
-    pub fn namespace(&self) -> Option<String> {
+    pub(crate) fn namespace(&self) -> Option<String> {
         match self {
             Runtime::Local(_) => None,
             Runtime::Kubernetes(k) => Some(k.namespace().to_string()),
@@ -84,7 +84,7 @@ impl Runtime {
 
     /// Start a server; returns as soon as it is started (phase `Starting` or `Pending`). The
     /// answer's `job_name` is the server's name from now on (it may differ from the spec's).
-    pub async fn create(&self, spec: ServerSpec) -> Result<ServerInfo, RuntimeError> {
+    pub(crate) async fn create(&self, spec: ServerSpec) -> Result<ServerInfo, RuntimeError> {
         match self {
             Runtime::Local(r) => r.create(spec).await,
             Runtime::Kubernetes(r) => r.create(spec).await,
@@ -92,7 +92,7 @@ impl Runtime {
     }
 
     /// Wait until `name` is Ready, failing fast when it cannot become ready.
-    pub async fn wait_ready(
+    pub(crate) async fn wait_ready(
         &self,
         name: &str,
         timeout: Duration,
@@ -104,7 +104,7 @@ impl Runtime {
         }
     }
 
-    pub async fn status(&self, name: &str) -> Result<ServerInfo, RuntimeError> {
+    pub(crate) async fn status(&self, name: &str) -> Result<ServerInfo, RuntimeError> {
         match self {
             Runtime::Local(r) => r.status(name),
             Runtime::Kubernetes(r) => r.status(name).await,
@@ -112,7 +112,7 @@ impl Runtime {
     }
 
     /// Every server whose labels match, oldest first; warm-pool members are left out.
-    pub async fn list(&self, selector: &LabelSelector) -> Result<Vec<ServerInfo>, RuntimeError> {
+    pub(crate) async fn list(&self, selector: &LabelSelector) -> Result<Vec<ServerInfo>, RuntimeError> {
         match self {
             Runtime::Local(r) => Ok(r.list(selector)),
             Runtime::Kubernetes(r) => r.list(selector).await,
@@ -120,7 +120,7 @@ impl Runtime {
     }
 
     /// Delete `name`; deleting what is already gone succeeds with `already_gone`.
-    pub async fn delete(&self, name: &str, wait: bool) -> Result<Deleted, RuntimeError> {
+    pub(crate) async fn delete(&self, name: &str, wait: bool) -> Result<Deleted, RuntimeError> {
         match self {
             Runtime::Local(r) => Ok(r.delete(name, wait).await),
             Runtime::Kubernetes(r) => r.delete(name, wait).await,
@@ -129,7 +129,7 @@ impl Runtime {
 
     /// Hand out the ready warm-pool member `pooled` as the server `spec` describes (its labels,
     /// TTL and, where the runtime can rename, its name). Fails if the member is not Ready.
-    pub async fn adopt(&self, pooled: &str, spec: ServerSpec) -> Result<ServerInfo, RuntimeError> {
+    pub(crate) async fn adopt(&self, pooled: &str, spec: ServerSpec) -> Result<ServerInfo, RuntimeError> {
         match self {
             Runtime::Local(r) => r.adopt(pooled, spec),
             Runtime::Kubernetes(r) => r.adopt(pooled, spec).await,
@@ -137,7 +137,7 @@ impl Runtime {
     }
 
     /// The last `tail` lines of the server's output.
-    pub async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>, RuntimeError> {
+    pub(crate) async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>, RuntimeError> {
         match self {
             Runtime::Local(r) => r.logs(name, tail),
             Runtime::Kubernetes(r) => r.logs(name, tail).await,
@@ -146,7 +146,7 @@ impl Runtime {
 
     /// Stop everything this runtime owns that must not outlive the meta server. Kubernetes
     /// servers live in the cluster and end with their TTL: nothing there must stop.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         match self {
             Runtime::Local(r) => r.shutdown().await,
             Runtime::Kubernetes(_) => {}

@@ -3,7 +3,7 @@
 use crate::{runtime::RuntimeError, spec::SpecError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ServersError {
+pub(crate) enum ServersError {
     /// The request itself was refused; nothing was started.
     #[error(transparent)]
     Spec(#[from] SpecError),

@@ -7,7 +7,7 @@
 //! every name, URL and phase after a create is the runtime's answer, never a guess.
 
 mod error;
-pub mod pool;
+pub(crate) mod pool;
 mod reaper;
 mod request;
 mod resolve;
@@ -16,7 +16,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use tokio::sync::{Notify, broadcast};
 
-pub use error::ServersError;
+pub(crate) use error::ServersError;
 pub use pool::PoolStatus;
 pub use request::{CreateRequest, Policy};
 pub use resolve::resolve;
@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// Every server of this meta server, and the rules they live by.
-pub struct Servers {
+pub(crate) struct Servers {
     presets: Presets,
     runtime: Runtime,
     policy: Policy,
@@ -46,7 +46,7 @@ impl Servers {
     /// The owner of `runtime`'s servers, with its TTL reaper and the warm `pools` (preset name
     /// → members) running on a branch of `tasks`. Fails, before anything starts, for a pool
     /// of an unknown preset or of one that needs env.
-    pub fn start(
+    pub(crate) fn start(
         presets: Presets,
         runtime: Runtime,
         policy: Policy,
@@ -69,35 +69,39 @@ impl Servers {
         Ok(Arc::new(Servers { presets, runtime, policy, pools, reaper_wake, deleted, tasks }))
     }
 
-    pub fn presets(&self) -> &Presets {
+    pub(crate) fn presets(&self) -> &Presets {
         &self.presets
     }
 
-    pub fn policy(&self) -> &Policy {
+    pub(crate) fn policy(&self) -> &Policy {
         &self.policy
     }
 
-    pub fn capabilities(&self) -> Capabilities {
+    pub(crate) fn capabilities(&self) -> Capabilities {
         self.runtime.capabilities()
     }
 
     /// The Kubernetes namespace, if any.
-    pub fn namespace(&self) -> Option<String> {
+    pub(crate) fn namespace(&self) -> Option<String> {
         self.runtime.namespace()
     }
 
     /// The warm pools' state, for get_version.
-    pub fn pool_status(&self) -> Vec<PoolStatus> {
+    pub(crate) fn pool_status(&self) -> Vec<PoolStatus> {
         self.pools.as_ref().map(|p| p.status()).unwrap_or_default()
     }
 
     /// Names of servers as they are deleted (by a tool or the reaper), for unmounting.
-    pub fn deletions(&self) -> broadcast::Receiver<String> {
+    pub(crate) fn deletions(&self) -> broadcast::Receiver<String> {
         self.deleted.subscribe()
     }
 
     /// Create a server; with `wait_for_ready`, return once it is Ready (or why it is not).
-    pub async fn create(&self, req: CreateRequest, progress: Option<ProgressFn>) -> Result<ServerInfo, ServersError> {
+    pub(crate) async fn create(
+        &self,
+        req: CreateRequest,
+        progress: Option<ProgressFn>,
+    ) -> Result<ServerInfo, ServersError> {
         let wait = req.wait_for_ready;
         let spec = resolve(req, &self.presets, &self.policy, self.runtime.capabilities())?;
         let count = self.runtime.list(&LabelSelector::default()).await?.len();
@@ -126,24 +130,24 @@ impl Servers {
         Ok(self.runtime.wait_ready(&info.job_name, self.policy.ready_timeout, progress).await?)
     }
 
-    pub async fn status(&self, name: &str) -> Result<ServerInfo, ServersError> {
+    pub(crate) async fn status(&self, name: &str) -> Result<ServerInfo, ServersError> {
         Ok(self.runtime.status(name).await?)
     }
 
-    pub async fn list(&self, selector: &LabelSelector) -> Result<Vec<ServerInfo>, ServersError> {
+    pub(crate) async fn list(&self, selector: &LabelSelector) -> Result<Vec<ServerInfo>, ServersError> {
         Ok(self.runtime.list(selector).await?)
     }
 
-    pub async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>, ServersError> {
+    pub(crate) async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>, ServersError> {
         Ok(self.runtime.logs(name, tail).await?)
     }
 
-    pub async fn delete(&self, name: &str, wait: bool) -> Result<Deleted, ServersError> {
+    pub(crate) async fn delete(&self, name: &str, wait: bool) -> Result<Deleted, ServersError> {
         Ok(reaper::delete(&self.runtime, &self.deleted, name, wait).await?)
     }
 
     /// Stop the reaper and the pools, and every server the runtime must not leave behind.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         self.tasks.cancel();
         if let Some(pools) = &self.pools {
             pools.shutdown().await;

@@ -75,14 +75,14 @@ impl Pool {
 }
 
 /// One pool to keep: the preset's name, how many members, and a spec resolved for the preset.
-pub struct PoolSpec {
+pub(crate) struct PoolSpec {
     pub preset: String,
     pub size: usize,
-    pub template: ServerSpec,
+    pub(crate) template: ServerSpec,
 }
 
 /// All warm pools of a meta server.
-pub struct WarmPools {
+pub(crate) struct WarmPools {
     runtime: Runtime,
     pools: BTreeMap<String, Arc<Pool>>,
     ready_timeout: Duration,
@@ -110,7 +110,12 @@ impl WarmPools {
     }
 
     /// Start keeping each pool at its size, on a branch of `tasks`.
-    pub fn start(runtime: Runtime, specs: Vec<PoolSpec>, ready_timeout: Duration, tasks: &Tasks) -> Arc<WarmPools> {
+    pub(crate) fn start(
+        runtime: Runtime,
+        specs: Vec<PoolSpec>,
+        ready_timeout: Duration,
+        tasks: &Tasks,
+    ) -> Arc<WarmPools> {
         let this = Arc::new(WarmPools::new(runtime, specs, ready_timeout, tasks.child()));
         for pool in this.pools.values() {
             this.tasks.spawn(keep_filled(this.clone(), pool.clone()));
@@ -119,7 +124,7 @@ impl WarmPools {
     }
 
     /// A ready member that runs exactly what `launch` asks for, taken out of its pool.
-    pub fn take(&self, launch: &Launch) -> Option<String> {
+    pub(crate) fn take(&self, launch: &Launch) -> Option<String> {
         let pool = self.pools.values().find(|p| p.template.launch == *launch)?;
         let mut members = pool.members.lock().expect("pool poisoned");
         let name = members.ready.pop_front()?;
@@ -129,7 +134,7 @@ impl WarmPools {
         Some(name)
     }
 
-    pub fn status(&self) -> Vec<PoolStatus> {
+    pub(crate) fn status(&self) -> Vec<PoolStatus> {
         self.pools
             .values()
             .map(|p| {
@@ -147,7 +152,7 @@ impl WarmPools {
     }
 
     /// Stop refilling and delete every member not handed out.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         self.tasks.cancel();
         let names: Vec<String> = self
             .pools

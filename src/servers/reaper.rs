@@ -19,13 +19,13 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 
 /// What the reaper needs, and nothing that keeps [`super::Servers`] alive.
 pub(super) struct Reaper {
-    pub runtime: Runtime,
-    pub deleted: broadcast::Sender<String>,
-    pub wake: Arc<Notify>,
+    pub(crate) runtime: Runtime,
+    pub(crate) deleted: broadcast::Sender<String>,
+    pub(crate) wake: Arc<Notify>,
 }
 
 impl Reaper {
-    pub async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(self, stop: CancellationToken) {
         loop {
             let sleep = self.reap_expired().await;
             tokio::select! {

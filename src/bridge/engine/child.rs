@@ -108,7 +108,12 @@ pub(crate) struct Child {
 
 impl Child {
     /// Spawn `cmd` with piped stdio in a new process group; `tag` prefixes its stderr lines.
-    pub fn spawn(cmd: &ChildCommand, logs: Arc<LogRing>, tag: String, tasks: &Tasks) -> Result<Child, SpawnError> {
+    pub(crate) fn spawn(
+        cmd: &ChildCommand,
+        logs: Arc<LogRing>,
+        tag: String,
+        tasks: &Tasks,
+    ) -> Result<Child, SpawnError> {
         let (program, args) = cmd.argv.split_first().ok_or(SpawnError::Empty)?;
         let mut command = Command::new(program);
         command
@@ -173,17 +178,17 @@ impl Child {
         })
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
     /// A watch that turns `Some` when the process has exited and been reaped.
-    pub fn exit_watch(&self) -> watch::Receiver<Option<ExitInfo>> {
+    pub(crate) fn exit_watch(&self) -> watch::Receiver<Option<ExitInfo>> {
         self.exit.clone()
     }
 
     /// Hand the child's stdin and stdout to a relay. Called once.
-    pub fn take_upstream(&mut self) -> Upstream {
+    pub(crate) fn take_upstream(&mut self) -> Upstream {
         Upstream {
             tx: self.stdin.take().expect("upstream taken once"),
             rx: self.stdout.take().expect("upstream taken once"),
@@ -192,7 +197,7 @@ impl Child {
     }
 
     /// Write one message to stdin (used before the upstream is handed over, e.g. by the probe).
-    pub async fn send(&self, msg: Bytes) -> bool {
+    pub(crate) async fn send(&self, msg: Bytes) -> bool {
         match &self.stdin {
             Some(tx) => tx.send(msg).await.is_ok(),
             None => false,
@@ -200,19 +205,19 @@ impl Child {
     }
 
     /// Receive one stdout message (before the upstream is handed over).
-    pub async fn recv(&mut self) -> Option<Bytes> {
+    pub(crate) async fn recv(&mut self) -> Option<Bytes> {
         self.stdout.as_mut()?.recv().await
     }
 
     /// End the child: stdin EOF, then SIGTERM, then SIGKILL, each after a grace period.
     /// Returns how it ended; bounded by about 2.5 s.
-    pub async fn terminate(mut self) -> Option<ExitInfo> {
+    pub(crate) async fn terminate(mut self) -> Option<ExitInfo> {
         self.terminated = true;
         terminate_process(self.pid, self.close_stdin.clone(), self.exit.clone()).await
     }
 
     /// [`Child::terminate`] in the background (on the task tree).
-    pub fn terminate_later(mut self) {
+    pub(crate) fn terminate_later(mut self) {
         self.terminated = true;
         let (pid, close, exit) = (self.pid, self.close_stdin.clone(), self.exit.clone());
         self.tasks.spawn(terminate_process(pid, close, exit));

@@ -8,7 +8,7 @@ const MAX_LINES: usize = 2000;
 const MAX_LINE_LEN: usize = 4096;
 
 #[derive(Debug, Default)]
-pub struct LogRing {
+pub(crate) struct LogRing {
     lines: Mutex<VecDeque<String>>,
     /// Also write each line to our own stderr (the standalone bridge, so `kubectl logs` shows
     /// the server's output).
@@ -16,12 +16,12 @@ pub struct LogRing {
 }
 
 impl LogRing {
-    pub fn echoing() -> LogRing {
+    pub(crate) fn echoing() -> LogRing {
         LogRing { echo: true, ..LogRing::default() }
     }
 
     /// Append one line, tagged with the process it came from; long lines are cut.
-    pub fn push(&self, tag: &str, line: &str) {
+    pub(crate) fn push(&self, tag: &str, line: &str) {
         let mut text = String::with_capacity(tag.len() + line.len().min(MAX_LINE_LEN) + 3);
         if !tag.is_empty() {
             text.push('[');
@@ -47,7 +47,7 @@ impl LogRing {
     }
 
     /// The last `n` lines, oldest first.
-    pub fn tail(&self, n: usize) -> Vec<String> {
+    pub(crate) fn tail(&self, n: usize) -> Vec<String> {
         let lines = self.lines.lock().expect("log ring poisoned");
         let skip = lines.len().saturating_sub(n);
         lines.iter().skip(skip).cloned().collect()

@@ -33,13 +33,13 @@ const PROBE_SLACK: Duration = Duration::from_secs(3);
 
 /// What the engine runs, and how.
 pub(crate) struct EngineConfig {
-    pub command: ChildCommand,
+    pub(crate) command: ChildCommand,
     /// How long the probe waits for the `initialize` answer.
-    pub init_timeout: Duration,
+    pub(crate) init_timeout: Duration,
     /// Children kept started ahead of sessions.
-    pub spares: usize,
+    pub(crate) spares: usize,
     /// Echo the children's stderr to ours (standalone bridge).
-    pub echo_stderr: bool,
+    pub(crate) echo_stderr: bool,
 }
 
 /// The children of one server. Shared behind an `Arc`.

@@ -13,8 +13,8 @@ use super::envelope::Envelope;
 
 /// The messages of one POST body: a single JSON-RPC message or a batch.
 pub(crate) struct Batch<'a> {
-    pub raw: Vec<&'a RawValue>,
-    pub envelopes: Vec<Envelope<'a>>,
+    pub(crate) raw: Vec<&'a RawValue>,
+    pub(crate) envelopes: Vec<Envelope<'a>>,
 }
 
 /// Why a body is not a JSON-RPC message or batch: the JSON-RPC error code and a sentence.

@@ -14,11 +14,11 @@ use serde_json::value::RawValue;
 #[derive(Deserialize)]
 pub(crate) struct Envelope<'a> {
     #[serde(borrow, default)]
-    pub id: Option<&'a RawValue>,
+    pub(crate) id: Option<&'a RawValue>,
     #[serde(default)]
-    pub method: Option<std::borrow::Cow<'a, str>>,
+    pub(crate) method: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
-    pub params: Option<EnvelopeParams<'a>>,
+    pub(crate) params: Option<EnvelopeParams<'a>>,
 }
 
 /// What the router reads of `params`. Any JSON is accepted (JSON-RPC also allows by-position
@@ -27,14 +27,14 @@ pub(crate) struct Envelope<'a> {
 #[derive(Default)]
 pub(crate) struct EnvelopeParams<'a> {
     /// Set on `notifications/progress` from the server.
-    pub progress_token: Option<&'a RawValue>,
+    pub(crate) progress_token: Option<&'a RawValue>,
     /// Requests from the client carry their token in `_meta.progressToken`.
-    pub meta: Option<EnvelopeMeta<'a>>,
+    pub(crate) meta: Option<EnvelopeMeta<'a>>,
 }
 
 #[derive(Default)]
 pub(crate) struct EnvelopeMeta<'a> {
-    pub progress_token: Option<&'a RawValue>,
+    pub(crate) progress_token: Option<&'a RawValue>,
 }
 
 /// Reads the `progressToken` and (when `meta_too`) `_meta` members of an object; any other
@@ -117,17 +117,17 @@ impl<'de: 'a, 'a> Deserialize<'de> for EnvelopeParams<'a> {
 }
 
 impl Envelope<'_> {
-    pub fn is_request(&self) -> bool {
+    pub(crate) fn is_request(&self) -> bool {
         self.id.is_some() && self.method.is_some()
     }
-    pub fn is_response(&self) -> bool {
+    pub(crate) fn is_response(&self) -> bool {
         self.id.is_some() && self.method.is_none()
     }
     /// The id as the router keys it (see [`id_key`]); empty when there is none.
-    pub fn id_key(&self) -> Cow<'_, str> {
+    pub(crate) fn id_key(&self) -> Cow<'_, str> {
         self.id.map(id_key).unwrap_or_default()
     }
-    pub fn request_progress_token(&self) -> Option<&RawValue> {
+    pub(crate) fn request_progress_token(&self) -> Option<&RawValue> {
         self.params.as_ref()?.meta.as_ref()?.progress_token
     }
 }

@@ -11,7 +11,8 @@ mod sse;
 mod streamable;
 mod upstream;
 
-pub use session::{OpenError, Opened, SessionLimits, SessionOpener, SessionTable};
-pub use sse::routes as sse_routes;
+pub use session::SessionLimits;
+pub(crate) use session::{OpenError, Opened, SessionOpener, SessionTable};
+pub(crate) use sse::routes as sse_routes;
 pub(crate) use streamable::routes as streamable_routes;
-pub use upstream::{EndReason, Upstream};
+pub(crate) use upstream::{EndReason, Upstream};

@@ -64,7 +64,7 @@ pub(crate) enum RelayError {
 
 impl Relay {
     /// Start routing `upstream`'s messages.
-    pub fn new(upstream: Upstream, tasks: &Tasks) -> Arc<Relay> {
+    pub(crate) fn start(upstream: Upstream, tasks: &Tasks) -> Arc<Relay> {
         let routes = Arc::new(Mutex::new(Routes::default()));
         let (closed_tx, closed_rx) = watch::channel(false);
         tasks.spawn(dispatch(upstream.rx, upstream.end, routes.clone(), closed_tx));
@@ -72,19 +72,19 @@ impl Relay {
     }
 
     #[cfg(test)]
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         *self.closed.borrow()
     }
 
     /// Resolves when the upstream has ended.
-    pub async fn closed(&self) {
+    pub(crate) async fn closed(&self) {
         let mut rx = self.closed.clone();
         let _ = rx.wait_for(|c| *c).await;
     }
 
     /// Forward a client message; when `reply_to` is given, the responses to the requests among
     /// `envelopes` (and their progress) are delivered there instead of the standalone stream.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         message: Bytes,
         envelopes: &[Envelope<'_>],
@@ -125,7 +125,7 @@ impl Relay {
 
     /// A stream for everything not tied to a request (the GET stream, or the SSE stream). It
     /// replaces any previous one and starts with the backlog.
-    pub fn open_standalone(&self) -> Result<mpsc::Receiver<Bytes>, RelayError> {
+    pub(crate) fn open_standalone(&self) -> Result<mpsc::Receiver<Bytes>, RelayError> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER + BACKLOG);
         let mut routes = self.routes.lock().expect("routes poisoned");
         if routes.closed {
@@ -139,7 +139,7 @@ impl Relay {
     }
 
     /// Forget the routes of requests whose stream went away (the client disconnected).
-    pub fn forget_stream(&self, stream: &mpsc::Sender<Bytes>) {
+    pub(crate) fn forget_stream(&self, stream: &mpsc::Sender<Bytes>) {
         let mut routes = self.routes.lock().expect("routes poisoned");
         routes.pending.retain(|_, s| !s.same_channel(stream));
         routes.progress.retain(|_, s| !s.same_channel(stream));
@@ -249,7 +249,7 @@ mod tests {
     fn pipe() -> (Arc<Relay>, mpsc::Receiver<Bytes>, mpsc::Sender<Bytes>) {
         let (to_server_tx, to_server_rx) = mpsc::channel(16);
         let (from_server_tx, from_server_rx) = mpsc::channel(16);
-        let relay = Relay::new(Upstream { tx: to_server_tx, rx: from_server_rx, end: None }, &Tasks::new());
+        let relay = Relay::start(Upstream { tx: to_server_tx, rx: from_server_rx, end: None }, &Tasks::new());
         (relay, to_server_rx, from_server_tx)
     }
 

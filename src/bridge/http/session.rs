@@ -21,17 +21,17 @@ use super::{relay::Relay, upstream::Upstream};
 use crate::tasks::Tasks;
 
 /// Ends an upstream (terminates the child, cancels the handler); awaited on shutdown.
-pub type Closer = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
+pub(crate) type Closer = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
 
 /// An upstream for one new session, and how to end it.
-pub struct Opened {
-    pub upstream: Upstream,
-    pub closer: Closer,
+pub(crate) struct Opened {
+    pub(crate) upstream: Upstream,
+    pub(crate) closer: Closer,
 }
 
 /// Why a session could not be opened; shown to the HTTP client.
 #[derive(Debug, thiserror::Error)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     #[error("the MCP server is not ready: {0}")]
     NotReady(String),
     #[error("the MCP server could not be started: {0}")]
@@ -43,25 +43,25 @@ pub enum OpenError {
 }
 
 /// Makes the upstream of a new session.
-pub trait SessionOpener: Send + Sync + 'static {
+pub(crate) trait SessionOpener: Send + Sync + 'static {
     fn open(&self) -> BoxFuture<'_, Result<Opened, OpenError>>;
 }
 
 pub(crate) struct Session {
-    pub id: String,
-    pub relay: Arc<Relay>,
+    pub(crate) id: String,
+    pub(crate) relay: Arc<Relay>,
     closer: Mutex<Option<Closer>>,
     last_active: Mutex<Instant>,
     streams: AtomicUsize,
 }
 
 impl Session {
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         *self.last_active.lock().expect("session poisoned") = Instant::now();
     }
 
     /// Count an open stream; the session is not idle while one is open.
-    pub fn stream_guard(self: &Arc<Self>) -> StreamGuard {
+    pub(crate) fn stream_guard(self: &Arc<Self>) -> StreamGuard {
         self.streams.fetch_add(1, Ordering::Relaxed);
         StreamGuard(self.clone())
     }
@@ -104,7 +104,7 @@ impl Default for SessionLimits {
 }
 
 /// The live sessions of one HTTP face.
-pub struct SessionTable {
+pub(crate) struct SessionTable {
     opener: Arc<dyn SessionOpener>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     limits: SessionLimits,
@@ -115,7 +115,7 @@ pub struct SessionTable {
 impl SessionTable {
     /// A table whose idle sessions are reaped by a background task that lives as long as it
     /// (or until `tasks` is cancelled).
-    pub fn new(opener: Arc<dyn SessionOpener>, limits: SessionLimits, tasks: &Tasks) -> Arc<SessionTable> {
+    pub fn start(opener: Arc<dyn SessionOpener>, limits: SessionLimits, tasks: &Tasks) -> Arc<SessionTable> {
         let table = Arc::new(SessionTable { opener, sessions: Mutex::default(), limits, tasks: tasks.clone() });
         let weak = Arc::downgrade(&table);
         let period = (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
@@ -138,7 +138,7 @@ impl SessionTable {
         let id = new_session_id();
         let session = Arc::new(Session {
             id: id.clone(),
-            relay: Relay::new(opened.upstream, &self.tasks),
+            relay: Relay::start(opened.upstream, &self.tasks),
             closer: Mutex::new(Some(opened.closer)),
             last_active: Mutex::new(Instant::now()),
             streams: AtomicUsize::new(0),
@@ -161,12 +161,8 @@ impl SessionTable {
         Some(session)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.sessions.lock().expect("sessions poisoned").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// [`SessionTable::close`] in the background (from a `Drop`).
@@ -178,7 +174,7 @@ impl SessionTable {
     }
 
     /// Close one session; false when there was none by that id.
-    pub async fn close(&self, id: &str) -> bool {
+    pub(crate) async fn close(&self, id: &str) -> bool {
         let session = self.sessions.lock().expect("sessions poisoned").remove(id);
         match session {
             Some(s) => {
@@ -191,7 +187,7 @@ impl SessionTable {
     }
 
     /// Close every session at once and wait for their upstreams to end.
-    pub async fn close_all(&self) {
+    pub(crate) async fn close_all(&self) {
         let all: Vec<_> = self.sessions.lock().expect("sessions poisoned").drain().map(|(_, s)| s).collect();
         futures::future::join_all(all.iter().map(|s| s.close())).await;
     }

@@ -28,7 +28,7 @@ use super::{
 };
 
 /// `/sse`, `/messages` and `/message` routes for `table`.
-pub fn routes(table: Arc<SessionTable>) -> Router {
+pub(crate) fn routes(table: Arc<SessionTable>) -> Router {
     Router::new()
         .route("/sse", get(open))
         .route("/messages", post(message))

@@ -7,16 +7,16 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 /// A bidirectional JSON-RPC pipe to a server: a child's stdio or an in-process handler.
-pub struct Upstream {
-    pub tx: mpsc::Sender<Bytes>,
-    pub rx: mpsc::Receiver<Bytes>,
+pub(crate) struct Upstream {
+    pub(crate) tx: mpsc::Sender<Bytes>,
+    pub(crate) rx: mpsc::Receiver<Bytes>,
     /// How the server ended, for error messages; `None` for in-process servers.
-    pub end: Option<Box<dyn EndReason>>,
+    pub(crate) end: Option<Box<dyn EndReason>>,
 }
 
 /// Says, once the upstream's messages have stopped, why: the sentence given to every client
 /// request still waiting for an answer.
-pub trait EndReason: Send {
+pub(crate) trait EndReason: Send {
     fn describe(self: Box<Self>) -> BoxFuture<'static, String>;
 }
 

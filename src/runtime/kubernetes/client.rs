@@ -9,13 +9,13 @@ use super::retry::{self, ApiError};
 
 /// A checked connection.
 #[derive(Clone)]
-pub struct Connection {
-    pub client: Client,
-    pub namespace: String,
+pub(crate) struct Connection {
+    pub(crate) client: Client,
+    pub(crate) namespace: String,
     /// Running in a pod (service-account config): Service DNS names are reachable.
-    pub in_cluster: bool,
+    pub(crate) in_cluster: bool,
     /// The API server, for messages.
-    pub server: String,
+    pub(crate) server: String,
 }
 
 /// Why the Kubernetes runtime cannot start. Each message is one line.
@@ -44,7 +44,7 @@ pub enum ConnectError {
 }
 
 /// Load the configuration, pick the namespace and check both against the API server.
-pub async fn connect(context: Option<&str>, namespace: Option<&str>) -> Result<Connection, ConnectError> {
+pub(crate) async fn connect(context: Option<&str>, namespace: Option<&str>) -> Result<Connection, ConnectError> {
     let (config, in_cluster) = match context {
         Some(ctx) => {
             let opts = KubeConfigOptions { context: Some(ctx.to_string()), ..Default::default() };

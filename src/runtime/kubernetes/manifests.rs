@@ -31,33 +31,33 @@ use crate::{
 };
 
 /// The port every server listens on inside its pod, and its Service's port.
-pub const SERVER_PORT: u16 = 8080;
+pub(crate) const SERVER_PORT: u16 = 8080;
 /// The server's container.
-pub const CONTAINER: &str = "mcp";
+pub(crate) const CONTAINER: &str = "mcp";
 /// Where the bridge binary is copied for `image` servers that speak stdio.
 const BRIDGE_DIR: &str = "/mcp-ephemeral";
 /// Unix user and group the containers run as (matches the Dockerfile's user).
 const RUN_AS: i64 = 10001;
 
-pub const ANNOTATION_CREATED: &str = "mcp-ephemeral.dev/created-at";
-pub const ANNOTATION_EXPIRES: &str = "mcp-ephemeral.dev/expires-at";
+pub(crate) const ANNOTATION_CREATED: &str = "mcp-ephemeral.dev/created-at";
+pub(crate) const ANNOTATION_EXPIRES: &str = "mcp-ephemeral.dev/expires-at";
 /// The spec without secret values ([`SpecAnnotation`]).
-pub const ANNOTATION_SPEC: &str = "mcp-ephemeral.dev/spec";
+pub(crate) const ANNOTATION_SPEC: &str = "mcp-ephemeral.dev/spec";
 
 /// Settings that are the same for every server of a runtime.
 #[derive(Debug, Clone)]
-pub struct JobSettings {
+pub(crate) struct JobSettings {
     /// Image of preset and `runtime_exec` servers: this project's image (it has the bridge,
     /// `uvx` and `npx`).
-    pub server_image: String,
+    pub(crate) server_image: String,
     /// How `image` servers speak MCP unless the request says.
-    pub image_transport: ImageTransport,
+    pub(crate) image_transport: ImageTransport,
     /// The port `http` images listen on unless the request says.
-    pub image_port: u16,
+    pub(crate) image_port: u16,
     /// Defaults for unset resource fields.
-    pub resources: Resources,
+    pub(crate) resources: Resources,
     /// How long a finished Job (and its logs) stays for inspection before Kubernetes deletes it.
-    pub keep_finished_secs: i32,
+    pub(crate) keep_finished_secs: i32,
 }
 
 impl Default for JobSettings {
@@ -80,24 +80,24 @@ impl Default for JobSettings {
 /// What the `mcp-ephemeral.dev/spec` annotation holds: enough to describe the server after a
 /// restart, and no secret value (only the names of secret variables).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpecAnnotation {
+pub(crate) struct SpecAnnotation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preset: Option<String>,
-    pub command: Vec<String>,
+    pub(crate) preset: Option<String>,
+    pub(crate) command: Vec<String>,
     #[serde(default)]
-    pub env_names: Vec<String>,
+    pub(crate) env_names: Vec<String>,
     #[serde(default)]
-    pub secret_env_names: Vec<String>,
+    pub(crate) secret_env_names: Vec<String>,
     /// The container's `/mcp` and `/sse` answer on this port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// What answers in the pod.
-    pub transport: PodTransport,
+    pub(crate) transport: PodTransport,
 }
 
 /// What answers on a server's port in its pod; serialized as `bridge` / `http`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum PodTransport {
+pub(crate) enum PodTransport {
     /// The bridge, which has `/readyz` for the meta server to ask.
     Bridge,
     /// An image's own HTTP server; also what an unreadable annotation is taken for, since
@@ -107,12 +107,12 @@ pub enum PodTransport {
 }
 
 /// The Secret's name for a server.
-pub fn secret_name(job: &str) -> String {
+pub(crate) fn secret_name(job: &str) -> String {
     format!("{job}-env")
 }
 
 /// Where the server's MCP endpoints answer in its pod, and whether its bridge has `/readyz`.
-pub fn endpoint(spec: &ServerSpec, settings: &JobSettings) -> (u16, ImageTransport) {
+pub(crate) fn endpoint(spec: &ServerSpec, settings: &JobSettings) -> (u16, ImageTransport) {
     match &spec.launch.source {
         Source::Command { .. } => (SERVER_PORT, ImageTransport::Stdio),
         Source::Image { transport, port, .. } => {
@@ -130,12 +130,12 @@ fn meta(name: String, spec: &ServerSpec) -> ObjectMeta {
 }
 
 /// [`selector`] as a label-selector query (`k=v,k2=v2`), for lists and watches.
-pub fn selector_query(job: &str) -> String {
+pub(crate) fn selector_query(job: &str) -> String {
     selector(job).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 /// The labels that pick a server's pods (also the Service selector).
-pub fn selector(job: &str) -> BTreeMap<String, String> {
+pub(crate) fn selector(job: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
         (LABEL_INSTANCE.to_string(), job.to_string()),
@@ -191,7 +191,7 @@ fn mount(name: &str, path: &str) -> VolumeMount {
 ///
 /// The probe has no initial delay and a 1 s period, so the kubelet marks the pod Ready within a
 /// second of the child answering `initialize` (the meta server may notice sooner on its own).
-pub fn job(spec: &ServerSpec, settings: &JobSettings) -> Job {
+pub(crate) fn job(spec: &ServerSpec, settings: &JobSettings) -> Job {
     let (port, transport) = endpoint(spec, settings);
     let mut volumes = vec![volume("tmp")];
     let mut mounts = vec![mount("tmp", "/tmp")];
@@ -330,7 +330,7 @@ fn probe_timing() -> Probe {
 }
 
 /// Makes `job` the owner: deleting the Job deletes the object.
-pub fn owned_by(job_name: &str, job_uid: &str) -> OwnerReference {
+pub(crate) fn owned_by(job_name: &str, job_uid: &str) -> OwnerReference {
     OwnerReference {
         api_version: "batch/v1".into(),
         kind: "Job".into(),
@@ -343,7 +343,7 @@ pub fn owned_by(job_name: &str, job_uid: &str) -> OwnerReference {
 }
 
 /// The ClusterIP Service in front of the server's pod, owned by its Job.
-pub fn service(spec: &ServerSpec, settings: &JobSettings, owner: OwnerReference) -> Service {
+pub(crate) fn service(spec: &ServerSpec, settings: &JobSettings, owner: OwnerReference) -> Service {
     let (port, _) = endpoint(spec, settings);
     Service {
         metadata: ObjectMeta { owner_references: Some(vec![owner]), ..meta(spec.identity.name.clone(), spec) },
@@ -365,7 +365,7 @@ pub fn service(spec: &ServerSpec, settings: &JobSettings, owner: OwnerReference)
 
 /// The Secret holding `secret_env`, if there is any. It is created before its Job (the pod
 /// needs it to start) and given the Job as owner right after.
-pub fn secret(spec: &ServerSpec) -> Option<Secret> {
+pub(crate) fn secret(spec: &ServerSpec) -> Option<Secret> {
     if spec.launch.secret_env.is_empty() {
         return None;
     }

@@ -3,7 +3,7 @@
 //! server lists and deletes the servers of its predecessor; a crashed one leaves nothing that
 //! outlives its TTL (`activeDeadlineSeconds`, `ttlSecondsAfterFinished`).
 
-pub mod client;
+pub(crate) mod client;
 pub(crate) mod manifests;
 mod pods;
 pub(crate) mod portforward;
@@ -50,14 +50,14 @@ const NAME_ATTEMPTS: usize = 3;
 
 /// How callers reach servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UrlMode {
+pub(crate) enum UrlMode {
     /// In the cluster: `http://<job>.<ns>.svc.cluster.local:8080`.
     ServiceDns,
     /// Outside: through the meta server's gateway at this base URL (`http://127.0.0.1:PORT`).
     Gateway(String),
 }
 
-pub struct KubernetesRuntime {
+pub(crate) struct KubernetesRuntime {
     client: Client,
     tasks: Tasks,
     namespace: String,
@@ -68,7 +68,12 @@ pub struct KubernetesRuntime {
 
 impl KubernetesRuntime {
     /// The runtime, with a sweep of what a crashed predecessor left behind started on `tasks`.
-    pub fn new(conn: Connection, settings: JobSettings, urls: UrlMode, tasks: Tasks) -> Arc<KubernetesRuntime> {
+    pub(crate) fn start(
+        conn: Connection,
+        settings: JobSettings,
+        urls: UrlMode,
+        tasks: Tasks,
+    ) -> Arc<KubernetesRuntime> {
         let rt = Arc::new(KubernetesRuntime {
             client: conn.client,
             tasks: tasks.clone(),

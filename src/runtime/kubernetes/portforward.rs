@@ -26,7 +26,7 @@ const TARGET_TTL: Duration = Duration::from_secs(10);
 
 /// Why a stream to a pod could not be opened.
 #[derive(Debug, thiserror::Error)]
-pub enum TunnelError {
+pub(crate) enum TunnelError {
     #[error("the port-forward request failed: {0}")]
     Request(#[source] retry::ApiError),
     #[error("port {0} was not forwarded")]
@@ -37,7 +37,7 @@ pub enum TunnelError {
     Connect(#[source] std::io::Error),
 }
 
-pub struct PodDialer {
+pub(crate) struct PodDialer {
     pods: Api<Pod>,
     tasks: Tasks,
     /// job → (pod, port, when it was looked up).
@@ -45,7 +45,7 @@ pub struct PodDialer {
 }
 
 impl PodDialer {
-    pub fn new(client: Client, namespace: &str, tasks: Tasks) -> PodDialer {
+    pub(crate) fn new(client: Client, namespace: &str, tasks: Tasks) -> PodDialer {
         PodDialer { pods: Api::namespaced(client, namespace), tasks, targets: Mutex::default() }
     }
 
@@ -90,7 +90,7 @@ impl Dialer for PodDialer {
 }
 
 /// A port-forward stream to `port` of `pod`.
-pub async fn open(pods: &Api<Pod>, pod: &str, port: u16, tasks: &Tasks) -> Result<Box<dyn Stream>, TunnelError> {
+pub(crate) async fn open(pods: &Api<Pod>, pod: &str, port: u16, tasks: &Tasks) -> Result<Box<dyn Stream>, TunnelError> {
     let mut forwarder = retry::once(pods.portforward(pod, &[port])).await.map_err(TunnelError::Request)?;
     let stream = forwarder.take_stream(port).ok_or(TunnelError::NoStream(port))?;
     let name = pod.to_string();

@@ -45,7 +45,7 @@ enum Update {
 }
 
 /// Wait for `name` to become Ready.
-pub async fn wait_ready(
+pub(crate) async fn wait_ready(
     rt: &KubernetesRuntime,
     name: &str,
     timeout: Duration,

@@ -6,13 +6,13 @@ use std::{future::Future, time::Duration};
 use crate::runtime::RuntimeError;
 
 /// How long one API request may take.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Delays between attempts: four attempts in all, about 1.4 s of waiting.
 const BACKOFF: [Duration; 3] = [Duration::from_millis(100), Duration::from_millis(300), Duration::from_secs(1)];
 
 /// Why an API call failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error(transparent)]
     Kube(#[from] kube::Error),
     #[error("no answer within {}s", REQUEST_TIMEOUT.as_secs())]
@@ -20,21 +20,21 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, ApiError::Kube(kube::Error::Api(s)) if s.is_not_found())
     }
 
     /// A create found the name taken (409 AlreadyExists, or Conflict).
-    pub fn is_name_taken(&self) -> bool {
+    pub(crate) fn is_name_taken(&self) -> bool {
         matches!(self, ApiError::Kube(kube::Error::Api(s)) if s.is_already_exists() || s.is_conflict())
     }
 
-    pub fn is_forbidden(&self) -> bool {
+    pub(crate) fn is_forbidden(&self) -> bool {
         matches!(self, ApiError::Kube(kube::Error::Api(s)) if s.is_forbidden())
     }
 
     /// Worth another attempt: 5xx, 429, timeouts and connection failures.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             ApiError::Timeout => true,
             ApiError::Kube(kube::Error::Api(s)) => s.code >= 500 || s.code == 429,
@@ -44,7 +44,7 @@ impl ApiError {
     }
 
     /// What went wrong, for a person: the API's own message and status, and for 403 what to do.
-    pub fn detail(&self) -> String {
+    pub(crate) fn detail(&self) -> String {
         match self {
             ApiError::Kube(kube::Error::Api(s)) if s.is_forbidden() => format!(
                 "{} (the meta server's service account lacks a permission: apply deploy/kubernetes/role.yaml)",
@@ -56,13 +56,13 @@ impl ApiError {
     }
 
     /// The error for a tool result: what failed (`action`), keeping this error as its source.
-    pub fn into_runtime(self, action: impl Into<String>) -> RuntimeError {
+    pub(crate) fn into_runtime(self, action: impl Into<String>) -> RuntimeError {
         RuntimeError::Api { action: action.into(), source: self }
     }
 }
 
 /// One attempt, bounded by [`REQUEST_TIMEOUT`].
-pub async fn once<T, Fut>(fut: Fut) -> Result<T, ApiError>
+pub(crate) async fn once<T, Fut>(fut: Fut) -> Result<T, ApiError>
 where
     Fut: Future<Output = Result<T, kube::Error>>,
 {
@@ -73,7 +73,7 @@ where
 }
 
 /// Run `attempt` until it succeeds, fails for good, or the attempts are used up.
-pub async fn call<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, ApiError>
+pub(crate) async fn call<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, ApiError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
@@ -99,7 +99,7 @@ where
 /// The backoff of long-running watches: quick first retries (a dropped watch resumes at once),
 /// capped at 2 s.
 #[derive(Debug, Clone, Default)]
-pub struct WatchBackoff {
+pub(crate) struct WatchBackoff {
     attempt: u32,
 }
 

@@ -21,7 +21,7 @@ const FATAL_WAITING: [&str; 7] = [
 
 /// What a pod is doing, as far as readiness is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PodState {
+pub(crate) enum PodState {
     /// Not on a node yet.
     Unscheduled,
     /// On a node; the image is being pulled or the container created.
@@ -43,7 +43,7 @@ pub enum PodState {
 
 impl PodState {
     /// The progress step this state is (of [`STEPS`]).
-    pub fn step(&self) -> Option<u32> {
+    pub(crate) fn step(&self) -> Option<u32> {
         match self {
             PodState::Unscheduled => Some(0),
             PodState::Scheduled => Some(1),
@@ -55,9 +55,9 @@ impl PodState {
 }
 
 /// Progress steps of a Kubernetes server becoming ready.
-pub const STEPS: u32 = 4;
+pub(crate) const STEPS: u32 = 4;
 
-pub fn step_message(step: u32, pod: &Pod) -> String {
+pub(crate) fn step_message(step: u32, pod: &Pod) -> String {
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
     match step {
         1 => format!("pod {} scheduled on {node}", pod.metadata.name.as_deref().unwrap_or("?")),
@@ -68,7 +68,7 @@ pub fn step_message(step: u32, pod: &Pod) -> String {
 }
 
 /// Whether the server's image is on the node (the container has been created at least once).
-pub fn image_pulled(pod: &Pod) -> bool {
+pub(crate) fn image_pulled(pod: &Pod) -> bool {
     container_status(pod).is_some_and(|c| {
         !c.image_id.is_empty() || c.state.as_ref().is_some_and(|s| s.running.is_some() || s.terminated.is_some())
     })
@@ -95,7 +95,7 @@ fn condition(pod: &Pod, kind: &str) -> Option<(bool, Option<String>, Option<Stri
 }
 
 /// Classify a pod.
-pub fn pod_state(pod: &Pod) -> PodState {
+pub(crate) fn pod_state(pod: &Pod) -> PodState {
     if pod.metadata.deletion_timestamp.is_some() {
         return PodState::Terminating;
     }
@@ -156,7 +156,7 @@ pub fn pod_state(pod: &Pod) -> PodState {
 }
 
 /// A failure recorded on the Job itself (deadline passed, backoff limit).
-pub fn job_failure(job: &Job) -> Option<(String, String)> {
+pub(crate) fn job_failure(job: &Job) -> Option<(String, String)> {
     let conditions = job.status.as_ref()?.conditions.as_ref()?;
     conditions.iter().find(|c| c.type_ == "Failed" && c.status == "True").map(|c| {
         (
@@ -178,7 +178,7 @@ fn parse_time(text: Option<&String>) -> Option<SystemTime> {
 }
 
 /// The spec annotation of a Job (empty when missing or unreadable, e.g. a Job edited by hand).
-pub fn spec_annotation(job: &Job) -> SpecAnnotation {
+pub(crate) fn spec_annotation(job: &Job) -> SpecAnnotation {
     job.metadata
         .annotations
         .as_ref()
@@ -188,7 +188,7 @@ pub fn spec_annotation(job: &Job) -> SpecAnnotation {
 }
 
 /// A server as the tools show it, from its Job and (if there is one yet) its Pod.
-pub fn server_info(job: &Job, pod: Option<&Pod>, urls: Urls) -> ServerInfo {
+pub(crate) fn server_info(job: &Job, pod: Option<&Pod>, urls: Urls) -> ServerInfo {
     let name = job.metadata.name.clone().unwrap_or_default();
     let labels = job.metadata.labels.clone().unwrap_or_default();
     let annotations = job.metadata.annotations.clone().unwrap_or_default();
