@@ -187,55 +187,78 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount { name: name.into(), mount_path: path.into(), ..Default::default() }
 }
 
-/// The Job that runs `spec`.
-///
-/// The probe has no initial delay and a 1 s period, so the kubelet marks the pod Ready within a
-/// second of the child answering `initialize` (the meta server may notice sooner on its own).
-pub(crate) fn job(spec: &ServerSpec, settings: &JobSettings) -> Job {
-    let (port, transport) = endpoint(spec, settings);
-    let mut volumes = vec![volume("tmp")];
-    let mut mounts = vec![mount("tmp", "/tmp")];
-    let mut init_containers = None;
-    let (image, command, args, probe) = match &spec.launch.source {
-        Source::Command { argv } => {
-            let image = spec.launch.command_image.clone().unwrap_or_else(|| settings.server_image.clone());
-            (image, Some(vec!["mcp-ephemeral".to_string()]), bridge_argv("mcp-ephemeral", argv)[1..].to_vec(), true)
+/// What the server's container runs: its image, command and arguments, whether the bridge
+/// (with `/readyz`) answers in it, and for a stdio image the init container that brings the
+/// bridge.
+struct Run {
+    image: String,
+    command: Option<Vec<String>>,
+    args: Vec<String>,
+    bridge: bool,
+    /// The init container that copies the bridge, for a stdio `image` (it has none of its own).
+    bridge_copy: Option<Container>,
+}
+
+impl Run {
+    fn of(spec: &ServerSpec, settings: &JobSettings, transport: ImageTransport) -> Run {
+        match &spec.launch.source {
+            Source::Command { argv } => Run {
+                image: spec.launch.command_image.clone().unwrap_or_else(|| settings.server_image.clone()),
+                command: Some(vec!["mcp-ephemeral".to_string()]),
+                args: bridge_argv("mcp-ephemeral", argv)[1..].to_vec(),
+                bridge: true,
+                bridge_copy: None,
+            },
+            Source::Image { image, args, .. } if transport == ImageTransport::Stdio => {
+                let copy = Container {
+                    name: "bridge".into(),
+                    image: Some(settings.server_image.clone()),
+                    command: Some(vec!["cp".into(), "/usr/local/bin/mcp-ephemeral".into(), format!("{BRIDGE_DIR}/")]),
+                    volume_mounts: Some(vec![mount("bridge", BRIDGE_DIR)]),
+                    security_context: Some(container_security()),
+                    resources: Some(resources(&settings.resources)),
+                    ..Default::default()
+                };
+                let program = format!("{BRIDGE_DIR}/mcp-ephemeral");
+                let argv = bridge_argv(&program, args);
+                Run {
+                    image: image.clone(),
+                    command: Some(vec![program]),
+                    args: argv[1..].to_vec(),
+                    bridge: true,
+                    bridge_copy: Some(copy),
+                }
+            }
+            // An HTTP image runs with its own entrypoint; the request's args are its arguments.
+            Source::Image { image, args, .. } => {
+                Run { image: image.clone(), command: None, args: args.clone(), bridge: false, bridge_copy: None }
+            }
         }
-        Source::Image { image, args, .. } if transport == ImageTransport::Stdio => {
-            // The image has no bridge: an init container copies ours into a shared volume.
-            volumes.push(volume("bridge"));
-            mounts.push(VolumeMount { read_only: Some(true), ..mount("bridge", BRIDGE_DIR) });
-            init_containers = Some(vec![Container {
-                name: "bridge".into(),
-                image: Some(settings.server_image.clone()),
-                command: Some(vec!["cp".into(), "/usr/local/bin/mcp-ephemeral".into(), format!("{BRIDGE_DIR}/")]),
-                volume_mounts: Some(vec![mount("bridge", BRIDGE_DIR)]),
-                security_context: Some(container_security()),
-                resources: Some(resources(&settings.resources)),
-                ..Default::default()
-            }]);
-            let program = format!("{BRIDGE_DIR}/mcp-ephemeral");
-            let argv = bridge_argv(&program, args);
-            (image.clone(), Some(vec![program]), argv[1..].to_vec(), true)
-        }
-        // An HTTP image runs with its own entrypoint; the request's args are its arguments.
-        Source::Image { image, args, .. } => (image.clone(), None, args.clone(), false),
-    };
-    let readiness = if probe {
+    }
+}
+
+/// The readiness probe: the bridge's `/readyz`, or a TCP connect for an HTTP image.
+fn readiness_probe(port: u16, bridge: bool) -> Probe {
+    let port = IntOrString::Int(port.into());
+    if bridge {
         Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some("/readyz".into()),
-                port: IntOrString::Int(port.into()),
-                ..Default::default()
-            }),
+            http_get: Some(HTTPGetAction { path: Some("/readyz".into()), port, ..Default::default() }),
             ..probe_timing()
         }
     } else {
-        Probe {
-            tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(port.into()), ..Default::default() }),
-            ..probe_timing()
-        }
-    };
+        Probe { tcp_socket: Some(TCPSocketAction { port, ..Default::default() }), ..probe_timing() }
+    }
+}
+
+/// The server's container: `run` with the spec's env (secret env through the Secret), its port,
+/// probe, resources and the restricted security context.
+fn server_container(
+    spec: &ServerSpec,
+    settings: &JobSettings,
+    run: Run,
+    port: u16,
+    mounts: Vec<VolumeMount>,
+) -> Container {
     let env: Vec<EnvVar> = spec
         .launch
         .env
@@ -248,11 +271,11 @@ pub(crate) fn job(spec: &ServerSpec, settings: &JobSettings) -> Job {
             ..Default::default()
         }]
     });
-    let container = Container {
+    Container {
         name: CONTAINER.into(),
-        image: Some(image),
-        command,
-        args: Some(args).filter(|a| !a.is_empty()),
+        image: Some(run.image),
+        command: run.command,
+        args: Some(run.args).filter(|a| !a.is_empty()),
         env: Some(env).filter(|e| !e.is_empty()),
         env_from,
         ports: Some(vec![ContainerPort {
@@ -261,12 +284,16 @@ pub(crate) fn job(spec: &ServerSpec, settings: &JobSettings) -> Job {
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
-        readiness_probe: Some(readiness),
+        readiness_probe: Some(readiness_probe(port, run.bridge)),
         resources: Some(resources(&spec.launch.resources.or(&settings.resources))),
         security_context: Some(container_security()),
         volume_mounts: Some(mounts),
         ..Default::default()
-    };
+    }
+}
+
+/// The Job's annotations: its times and the secret-free spec a restarted meta server reads.
+fn annotations(spec: &ServerSpec, port: u16, transport: ImageTransport) -> BTreeMap<String, String> {
     let annotation = SpecAnnotation {
         preset: spec.identity.preset.clone(),
         command: spec.launch.command_line(),
@@ -278,39 +305,65 @@ pub(crate) fn job(spec: &ServerSpec, settings: &JobSettings) -> Job {
             ImageTransport::Http => PodTransport::Http,
         },
     };
-    let annotations = BTreeMap::from([
+    BTreeMap::from([
         (ANNOTATION_CREATED.to_string(), rfc3339(spec.identity.created_at)),
         (ANNOTATION_EXPIRES.to_string(), rfc3339(spec.identity.expires_at)),
         (ANNOTATION_SPEC.to_string(), serde_json::to_string(&annotation).unwrap_or_default()),
-    ]);
+    ])
+}
+
+/// The pod: restricted, no restarts, no service-account token unless the server needs the API.
+fn pod_spec(spec: &ServerSpec, init: Option<Container>, container: Container, volumes: Vec<Volume>) -> PodSpec {
+    PodSpec {
+        restart_policy: Some("Never".into()),
+        automount_service_account_token: Some(spec.launch.needs_kube_api),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(5),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            fs_group: Some(RUN_AS),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        init_containers: init.map(|c| vec![c]),
+        containers: vec![container],
+        volumes: Some(volumes),
+        ..Default::default()
+    }
+}
+
+/// The Job that runs `spec`.
+///
+/// The probe has no initial delay and a 1 s period, so the kubelet marks the pod Ready within a
+/// second of the child answering `initialize` (the meta server may notice sooner on its own).
+pub(crate) fn job(spec: &ServerSpec, settings: &JobSettings) -> Job {
+    let (port, transport) = endpoint(spec, settings);
+    let mut run = Run::of(spec, settings, transport);
+    let mut volumes = vec![volume("tmp")];
+    let mut mounts = vec![mount("tmp", "/tmp")];
+    let init = run.bridge_copy.take();
+    if init.is_some() {
+        // The image has no bridge: the init container copies ours into a shared volume.
+        volumes.push(volume("bridge"));
+        mounts.push(VolumeMount { read_only: Some(true), ..mount("bridge", BRIDGE_DIR) });
+    }
+    let container = server_container(spec, settings, run, port, mounts);
     let mut pod_meta = meta(spec.identity.name.clone(), spec);
     pod_meta.name = None;
     Job {
-        metadata: ObjectMeta { annotations: Some(annotations), ..meta(spec.identity.name.clone(), spec) },
+        metadata: ObjectMeta {
+            annotations: Some(annotations(spec, port, transport)),
+            ..meta(spec.identity.name.clone(), spec)
+        },
         spec: Some(JobSpec {
             backoff_limit: Some(0),
             active_deadline_seconds: Some(spec.identity.ttl.as_secs().max(1) as i64),
             ttl_seconds_after_finished: Some(settings.keep_finished_secs),
             template: PodTemplateSpec {
                 metadata: Some(pod_meta),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    automount_service_account_token: Some(spec.launch.needs_kube_api),
-                    enable_service_links: Some(false),
-                    termination_grace_period_seconds: Some(5),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS),
-                        run_as_group: Some(RUN_AS),
-                        fs_group: Some(RUN_AS),
-                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
-                        ..Default::default()
-                    }),
-                    init_containers,
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    ..Default::default()
-                }),
+                spec: Some(pod_spec(spec, init, container, volumes)),
             },
             ..Default::default()
         }),

@@ -6,7 +6,7 @@
 //! The kubelet probes `/readyz` once a second; to save up to that second, once the container
 //! runs the meta server asks `/readyz` itself (pod IP in cluster, port-forward outside).
 
-use std::{pin::Pin, time::Duration};
+use std::{ops::ControlFlow, time::Duration};
 
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream::BoxStream};
 use k8s_openapi::api::{
@@ -52,10 +52,38 @@ pub(crate) async fn wait_ready(
     progress: Option<ProgressFn>,
 ) -> Result<ServerInfo, RuntimeError> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut job = rt.get_job(name).await?;
+    let job = rt.get_job(name).await?;
     if let Some((reason, message)) = status::job_failure(&job) {
         return Err(RuntimeError::Failed { name: name.to_string(), reason: Reason::from_cluster(reason), message });
     }
+    let mut updates = watch(rt, name);
+    let mut wait = Wait { rt, name, progress, job, last_pod: None, reported: 0, errors: 0, confirm: None };
+    loop {
+        let update = tokio::select! {
+            u = updates.next() => u,
+            _ = async { wait.confirm.as_mut().expect("guarded").await }, if wait.confirm.is_some() => {
+                return Ok(wait.confirmed());
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let phase = rt.info(&wait.job, wait.last_pod.as_ref()).phase;
+                return Err(RuntimeError::NotReadyInTime { name: name.to_string(), waited: timeout, phase });
+            }
+        };
+        let Some(update) = update else {
+            return Err(RuntimeError::Watch {
+                action: format!("watching `{name}`"),
+                detail: "the watch ended".into(),
+                source: None,
+            });
+        };
+        if let ControlFlow::Break(result) = wait.apply(update).await {
+            return result;
+        }
+    }
+}
+
+/// The server's pods and its Job, as one stream of updates.
+fn watch(rt: &KubernetesRuntime, name: &str) -> impl futures::Stream<Item = Update> + Send + Unpin + 'static {
     let selector = rt.pod_selector(name);
     let pods: BoxStream<'static, Update> = watcher(rt.pods(), watcher::Config::default().labels(&selector))
         .backoff(WatchBackoff::default())
@@ -66,103 +94,112 @@ pub(crate) async fn wait_ready(
             .backoff(WatchBackoff::default())
             .map(Update::Job)
             .boxed();
-    let mut updates = futures::stream::select(pods, jobs);
-    let mut reported = 0u32;
-    let report = |reported: &mut u32, upto: u32, pod: &Pod| {
-        while *reported < upto {
-            *reported += 1;
-            if let Some(p) = &progress {
+    futures::stream::select(pods, jobs)
+}
+
+/// What one wait has seen of its server so far.
+struct Wait<'a> {
+    rt: &'a KubernetesRuntime,
+    name: &'a str,
+    progress: Option<ProgressFn>,
+    job: Job,
+    last_pod: Option<Pod>,
+    /// Progress steps sent so far.
+    reported: u32,
+    /// Watch errors in a row.
+    errors: u32,
+    /// The meta server's own `/readyz` check, once the container runs.
+    confirm: Option<BoxFuture<'static, ()>>,
+}
+
+type Outcome = ControlFlow<Result<ServerInfo, RuntimeError>>;
+
+impl Wait<'_> {
+    /// Send the progress steps up to `upto` not sent yet.
+    fn report(&mut self, upto: u32, pod: &Pod) {
+        while self.reported < upto {
+            self.reported += 1;
+            if let Some(p) = &self.progress {
                 p(ProgressStep {
-                    step: *reported,
+                    step: self.reported,
                     total: status::STEPS,
-                    message: status::step_message(*reported, pod),
+                    message: status::step_message(self.reported, pod),
                 });
             }
         }
-    };
-    let mut errors = 0u32;
-    let mut last_pod: Option<Pod> = None;
-    let mut confirm: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
-    loop {
-        let update = tokio::select! {
-            u = updates.next() => u,
-            _ = async { confirm.as_mut().expect("guarded").await }, if confirm.is_some() => {
-                let pod = last_pod.as_ref().expect("confirm needs a pod");
-                report(&mut reported, status::STEPS, pod);
-                let mut info = rt.info(&job, Some(pod));
-                info.phase = Phase::Ready;
-                info.reason = None;
-                info.message = None;
-                tracing::info!(server = name, "ready (confirmed by /readyz)");
-                return Ok(info);
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                let info = rt.info(&job, last_pod.as_ref());
-                return Err(RuntimeError::NotReadyInTime { name: name.to_string(), waited: timeout, phase: info.phase });
-            }
-        };
-        let Some(update) = update else {
-            return Err(RuntimeError::Watch {
-                action: format!("watching `{name}`"),
-                detail: "the watch ended".into(),
-                source: None,
-            });
-        };
+    }
+
+    async fn apply(&mut self, update: Update) -> Outcome {
         match update {
             Update::Pod(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
-                errors = 0;
-                let state = status::pod_state(&pod);
-                if let Some(step) = state.step() {
-                    let step = if step == 1 && status::image_pulled(&pod) { 2 } else { step };
-                    report(&mut reported, step, &pod);
-                }
-                match state {
-                    PodState::Ready => {
-                        tracing::info!(server = name, pod = %pod.name_any(), "ready");
-                        return Ok(rt.info(&job, Some(&pod)));
-                    }
-                    PodState::Failed { reason, message, .. } => {
-                        let message = rt.explain(&pod, message).await;
-                        tracing::warn!(server = name, %reason, "failed while starting");
-                        return Err(RuntimeError::Failed {
-                            name: name.to_string(),
-                            reason: Reason::from_cluster(reason),
-                            message,
-                        });
-                    }
-                    PodState::Succeeded => {
-                        let message =
-                            rt.explain(&pod, "the server exited (code 0) before it became ready".into()).await;
-                        return Err(RuntimeError::Failed {
-                            name: name.to_string(),
-                            reason: Reason::Completed,
-                            message,
-                        });
-                    }
-                    PodState::Started if confirm.is_none() && rt.can_confirm(&job) => {
-                        confirm = Some(confirm_ready(rt, pod.clone()).boxed());
-                    }
-                    _ => {}
-                }
-                last_pod = Some(pod);
+                self.errors = 0;
+                self.on_pod(pod).await
             }
-            Update::Job(event) => match event {
-                Ok(watcher::Event::Apply(j) | watcher::Event::InitApply(j)) => {
-                    errors = 0;
-                    if let Some((reason, message)) = status::job_failure(&j) {
-                        return Err(job_failed(rt, name, last_pod.take(), reason, message).await);
-                    }
-                    job = j;
+            Update::Job(Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job))) => {
+                self.errors = 0;
+                if let Some((reason, message)) = status::job_failure(&job) {
+                    let pod = self.last_pod.take();
+                    return ControlFlow::Break(Err(job_failed(self.rt, self.name, pod, reason, message).await));
                 }
-                Ok(watcher::Event::Delete(_)) => {
-                    return Err(RuntimeError::NotFound(name.to_string()));
-                }
-                Ok(_) => errors = 0,
-                Err(e) => watch_error(name, &mut errors, e)?,
+                self.job = job;
+                ControlFlow::Continue(())
+            }
+            Update::Job(Ok(watcher::Event::Delete(_))) => {
+                ControlFlow::Break(Err(RuntimeError::NotFound(self.name.to_string())))
+            }
+            Update::Pod(Ok(_)) | Update::Job(Ok(_)) => {
+                self.errors = 0;
+                ControlFlow::Continue(())
+            }
+            Update::Pod(Err(e)) | Update::Job(Err(e)) => match watch_error(self.name, &mut self.errors, e) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => ControlFlow::Break(Err(e)),
             },
-            Update::Pod(Ok(_)) => errors = 0,
-            Update::Pod(Err(e)) => watch_error(name, &mut errors, e)?,
         }
+    }
+
+    async fn on_pod(&mut self, pod: Pod) -> Outcome {
+        let (rt, name) = (self.rt, self.name);
+        let state = status::pod_state(&pod);
+        if let Some(step) = state.step() {
+            let step = if step == 1 && status::image_pulled(&pod) { 2 } else { step };
+            self.report(step, &pod);
+        }
+        let failed =
+            |reason, message| ControlFlow::Break(Err(RuntimeError::Failed { name: name.to_string(), reason, message }));
+        match state {
+            PodState::Ready => {
+                tracing::info!(server = name, pod = %pod.name_any(), "ready");
+                return ControlFlow::Break(Ok(rt.info(&self.job, Some(&pod))));
+            }
+            PodState::Failed { reason, message, .. } => {
+                let message = rt.explain(&pod, message).await;
+                tracing::warn!(server = name, %reason, "failed while starting");
+                return failed(Reason::from_cluster(reason), message);
+            }
+            PodState::Succeeded => {
+                let message = rt.explain(&pod, "the server exited (code 0) before it became ready".into()).await;
+                return failed(Reason::Completed, message);
+            }
+            PodState::Started if self.confirm.is_none() && rt.can_confirm(&self.job) => {
+                self.confirm = Some(confirm_ready(rt, pod.clone()));
+            }
+            _ => {}
+        }
+        self.last_pod = Some(pod);
+        ControlFlow::Continue(())
+    }
+
+    /// The answer once the meta server's own `/readyz` check succeeded.
+    fn confirmed(&mut self) -> ServerInfo {
+        let pod = self.last_pod.clone().expect("confirm needs a pod");
+        self.report(status::STEPS, &pod);
+        let mut info = self.rt.info(&self.job, Some(&pod));
+        info.phase = Phase::Ready;
+        info.reason = None;
+        info.message = None;
+        tracing::info!(server = self.name, "ready (confirmed by /readyz)");
+        info
     }
 }
 
