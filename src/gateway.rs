@@ -29,7 +29,11 @@ pub(crate) enum GatewayError {
     )]
     NotRunning { job: String, why: String },
     #[error("cannot open a tunnel to server `{job}`: {why}")]
-    Tunnel { job: String, why: String },
+    Tunnel {
+        job: String,
+        #[source]
+        why: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl GatewayError {
@@ -146,7 +150,7 @@ mod tests {
                 let addr = self.0.get(job).ok_or_else(|| GatewayError::NotFound(job.to_string()))?;
                 let s = tokio::net::TcpStream::connect(addr)
                     .await
-                    .map_err(|e| GatewayError::Tunnel { job: job.to_string(), why: e.to_string() })?;
+                    .map_err(|e| GatewayError::Tunnel { job: job.to_string(), why: Box::new(e) })?;
                 Ok(Box::new(s) as Box<dyn Stream>)
             })
         }

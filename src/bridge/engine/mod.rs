@@ -181,7 +181,7 @@ impl SessionOpener for Opener {
             }
             let mut child = match engine.take_spare() {
                 Some(c) => c,
-                None => engine.spawn_child("session").map_err(|e| OpenError::Spawn(e.to_string()))?,
+                None => engine.spawn_child("session").map_err(|e| OpenError::Spawn(Box::new(e)))?,
             };
             engine.refill_spares();
             tracing::debug!(pid = child.pid(), "session child assigned");

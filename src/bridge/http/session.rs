@@ -35,7 +35,7 @@ pub(crate) enum OpenError {
     #[error("the MCP server is not ready: {0}")]
     NotReady(String),
     #[error("the MCP server could not be started: {0}")]
-    Spawn(String),
+    Spawn(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("too many sessions ({0}); close one (HTTP DELETE) and try again")]
     TooMany(usize),
     #[error("shutting down")]

@@ -27,6 +27,8 @@ const TARGET_TTL: Duration = Duration::from_secs(10);
 /// Why a stream to a pod could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TunnelError {
+    #[error("cannot find the server's pod: {0}")]
+    FindPod(#[source] retry::ApiError),
     #[error("the port-forward request failed: {0}")]
     Request(#[source] retry::ApiError),
     #[error("port {0} was not forwarded")]
@@ -68,7 +70,7 @@ impl PodDialer {
     async fn target(&self, job: &str) -> Result<(String, u16), GatewayError> {
         let pod = pods::find(&self.pods, job)
             .await
-            .map_err(|e| GatewayError::Tunnel { job: job.to_string(), why: e.to_string() })?
+            .map_err(|e| GatewayError::Tunnel { job: job.to_string(), why: Box::new(TunnelError::FindPod(e)) })?
             .ok_or_else(|| GatewayError::NotFound(job.to_string()))?;
         if !pods::is_running(&pod) {
             return Err(GatewayError::NotRunning { job: job.to_string(), why: "its pod is not running".into() });
@@ -83,7 +85,7 @@ impl Dialer for PodDialer {
             let (pod, port) = self.cached_target(job).await?;
             open(&self.pods, &pod, port, &self.tasks).await.map_err(|why| {
                 self.targets.lock().expect("targets poisoned").remove(job);
-                GatewayError::Tunnel { job: job.to_string(), why: why.to_string() }
+                GatewayError::Tunnel { job: job.to_string(), why: Box::new(why) }
             })
         })
     }

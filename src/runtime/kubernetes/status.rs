@@ -189,26 +189,7 @@ pub(crate) fn spec_annotation(job: &Job) -> SpecAnnotation {
 
 /// A server as the tools show it, from its Job and (if there is one yet) its Pod.
 pub(crate) fn server_info(job: &Job, pod: Option<&Pod>, urls: Urls) -> ServerInfo {
-    let name = job.metadata.name.clone().unwrap_or_default();
-    let labels = job.metadata.labels.clone().unwrap_or_default();
-    let annotations = job.metadata.annotations.clone().unwrap_or_default();
-    let annotation = spec_annotation(job);
-    let created = parse_time(annotations.get(ANNOTATION_CREATED))
-        .or_else(|| job.metadata.creation_timestamp.as_ref().map(|t| SystemTime::from(t.0)))
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    let expires = parse_time(annotations.get(ANNOTATION_EXPIRES)).unwrap_or_else(|| {
-        let deadline = job.spec.as_ref().and_then(|s| s.active_deadline_seconds).unwrap_or(0).max(0) as u64;
-        created + Duration::from_secs(deadline)
-    });
-    let preset = labels.get(LABEL_PRESET).cloned().filter(|p| p != "custom").or(annotation.preset.clone());
-    let mut info = ServerInfo {
-        preset,
-        command: annotation.command,
-        labels,
-        env_names: annotation.env_names,
-        secret_env_names: annotation.secret_env_names,
-        ..ServerInfo::new(name, Phase::Pending, urls, created, expires)
-    };
+    let mut info = described(job, urls);
     if let Some(pod) = pod {
         info.restarts = pod
             .status
@@ -232,14 +213,42 @@ pub(crate) fn server_info(job: &Job, pod: Option<&Pod>, urls: Urls) -> ServerInf
         }
         return info;
     }
-    let Some(pod) = pod else {
-        if job_complete(job) {
-            info.set_phase(Phase::Succeeded, Reason::Completed, "the server exited without error");
-        } else {
-            info.set_phase(Phase::Pending, Reason::WaitingForPod, "the Job has no pod yet");
+    match pod {
+        Some(pod) => set_pod_phase(&mut info, pod),
+        None if job_complete(job) => {
+            info.set_phase(Phase::Succeeded, Reason::Completed, "the server exited without error")
         }
-        return info;
-    };
+        None => info.set_phase(Phase::Pending, Reason::WaitingForPod, "the Job has no pod yet"),
+    }
+    info
+}
+
+/// What the Job says of the server (name, times, labels, the spec annotation), phase Pending.
+fn described(job: &Job, urls: Urls) -> ServerInfo {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let labels = job.metadata.labels.clone().unwrap_or_default();
+    let annotations = job.metadata.annotations.clone().unwrap_or_default();
+    let annotation = spec_annotation(job);
+    let created = parse_time(annotations.get(ANNOTATION_CREATED))
+        .or_else(|| job.metadata.creation_timestamp.as_ref().map(|t| SystemTime::from(t.0)))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let expires = parse_time(annotations.get(ANNOTATION_EXPIRES)).unwrap_or_else(|| {
+        let deadline = job.spec.as_ref().and_then(|s| s.active_deadline_seconds).unwrap_or(0).max(0) as u64;
+        created + Duration::from_secs(deadline)
+    });
+    let preset = labels.get(LABEL_PRESET).cloned().filter(|p| p != "custom").or(annotation.preset.clone());
+    ServerInfo {
+        preset,
+        command: annotation.command,
+        labels,
+        env_names: annotation.env_names,
+        secret_env_names: annotation.secret_env_names,
+        ..ServerInfo::new(name, Phase::Pending, urls, created, expires)
+    }
+}
+
+/// The phase of a server whose Job runs `pod`.
+fn set_pod_phase(info: &mut ServerInfo, pod: &Pod) {
     match pod_state(pod) {
         PodState::Unscheduled => info.set_phase(Phase::Pending, Reason::Unscheduled, "waiting for a node"),
         PodState::Scheduled => {
@@ -252,17 +261,7 @@ pub(crate) fn server_info(job: &Job, pod: Option<&Pod>, urls: Urls) -> ServerInf
         ),
         PodState::Ready => {
             info.phase = Phase::Ready;
-            let started = pod.metadata.creation_timestamp.as_ref().map(|t| SystemTime::from(t.0));
-            let ready_at = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-                .and_then(|c| c.last_transition_time.as_ref())
-                .map(|t| SystemTime::from(t.0));
-            if let (Some(a), Some(b)) = (started, ready_at) {
-                info.ready_after_ms = b.duration_since(a).ok().map(|d| d.as_millis() as u64);
-            }
+            info.ready_after_ms = ready_after_ms(pod);
         }
         PodState::Succeeded => info.set_phase(Phase::Succeeded, Reason::Completed, "the server exited without error"),
         PodState::Failed { reason, message, exit_code } => {
@@ -271,7 +270,19 @@ pub(crate) fn server_info(job: &Job, pod: Option<&Pod>, urls: Urls) -> ServerInf
         }
         PodState::Terminating => info.set_phase(Phase::Terminating, Reason::Deleting, "the pod is being deleted"),
     }
-    info
+}
+
+/// From the pod's creation to its `Ready` condition.
+fn ready_after_ms(pod: &Pod) -> Option<u64> {
+    let started = pod.metadata.creation_timestamp.as_ref().map(|t| SystemTime::from(t.0))?;
+    let ready_at = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| SystemTime::from(t.0))?;
+    ready_at.duration_since(started).ok().map(|d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
