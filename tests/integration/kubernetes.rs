@@ -352,6 +352,51 @@ async fn a_create_whose_name_was_taken_is_ready_and_managed_under_its_new_name()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_stored_but_answered_with_an_error_or_a_dropped_connection_leaves_one_copy_and_no_orphan() {
+    let c = cluster(FakeConfig::new(NS)).await;
+    let meta = kube_meta(&c, &[]).await;
+    let counts =
+        |f: &FakeKube| (f.objects::<Job>(NS).len(), f.objects::<Service>(NS).len(), f.objects::<Secret>(NS).len());
+    let mut made = Vec::new();
+    for lost in ["500", "dropped connection"] {
+        for resource in ["secrets", "jobs", "services"] {
+            let before = counts(&c.fake);
+            match lost {
+                "500" => c.fake.faults().fail_next_after_write("create", resource, 1),
+                _ => c.fake.faults().drop_next_after_write("create", resource, 1),
+            }
+            let server = call_ok(
+                &meta.client,
+                "create_mcp_server",
+                json!({"preset": "time", "secret_env": {"K": SECRET}, "wait_for_ready": true}),
+            )
+            .await;
+            assert_eq!(server["phase"], "Ready", "{lost} after the {resource} create: {server}");
+            let job = server["job_name"].as_str().unwrap().to_string();
+            let (j, svc, secret, _) = made_objects(&c.fake, &job);
+            assert!(svc.is_some() && secret.is_some(), "{lost} after the {resource} create: the server is whole");
+            let uid = j.metadata.uid.clone().unwrap();
+            let owners = secret.unwrap().metadata.owner_references.unwrap_or_default();
+            assert!(owners.iter().any(|o| o.uid == uid), "the Secret is owned by the Job");
+            let after = counts(&c.fake);
+            assert_eq!(
+                after,
+                (before.0 + 1, before.1 + 1, before.2 + 1),
+                "{lost} after the {resource} create: exactly one Job, Service and Secret more, no copy, no orphan"
+            );
+            made.push(job);
+        }
+    }
+    let list = call_ok(&meta.client, "list_mcp_servers", json!({})).await;
+    let mut names: Vec<String> =
+        list["servers"].as_array().unwrap().iter().filter_map(|s| s["job_name"].as_str().map(str::to_string)).collect();
+    names.sort();
+    made.sort();
+    assert_eq!(names, made, "every server listed once, nothing else");
+    assert_requests_within_rbac(&c.fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_meta_server_lists_and_deletes_what_the_last_one_made() {
     let c = cluster(FakeConfig::new(NS)).await;
     let first = kube_meta(&c, &[]).await;

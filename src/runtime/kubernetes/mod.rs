@@ -21,7 +21,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, LogParams, ObjectMeta, Patch, PatchParams},
     runtime::{WatchStreamExt, watcher},
 };
 
@@ -196,18 +196,21 @@ impl KubernetesRuntime {
         unreachable!("the last attempt returns")
     }
 
+    /// One try at the objects of `spec` under its name. An object found under the name after a
+    /// lost answer is taken as ours when it carries every label and annotation that was sent
+    /// (for the Job that includes the creation time to the second and the spec; the API server
+    /// and controllers may add their own).
     async fn create_once(&self, spec: &ServerSpec) -> Result<Job, ApiError> {
-        let pp = PostParams::default();
         let name = &spec.identity.name;
         let secret = manifests::secret(spec);
         // The Secret first: the pod cannot start without it.
         if let Some(secret) = &secret {
-            let secrets = self.secrets();
-            retry::call("create secret", || secrets.create(&pp, secret)).await?;
+            let same = |s: &Secret| carries(&s.metadata, &secret.metadata);
+            retry::create("create secret", &self.secrets(), secret, same).await?;
         }
         let job_manifest = manifests::job(spec, &self.settings);
-        let jobs = self.jobs();
-        let job = match retry::call("create job", || jobs.create(&pp, &job_manifest)).await {
+        let same = |j: &Job| carries(&j.metadata, &job_manifest.metadata);
+        let job = match retry::create("create job", &self.jobs(), &job_manifest, same).await {
             Ok(job) => job,
             Err(e) => {
                 if secret.is_some() {
@@ -218,8 +221,10 @@ impl KubernetesRuntime {
         };
         let owner = manifests::owned_by(name, job.metadata.uid.as_deref().unwrap_or_default());
         let service = manifests::service(spec, &self.settings, owner.clone());
-        let services = self.services();
-        let mut rest = retry::call("create service", || services.create(&pp, &service)).await.map(|_| ());
+        let same = |s: &Service| {
+            carries(&s.metadata, &service.metadata) && s.metadata.owner_references == service.metadata.owner_references
+        };
+        let mut rest = retry::create("create service", &self.services(), &service, same).await.map(|_| ());
         if rest.is_ok() && secret.is_some() {
             let secrets = self.secrets();
             let patch = Patch::Merge(serde_json::json!({"metadata": {"ownerReferences": [owner]}}));
@@ -328,6 +333,14 @@ impl KubernetesRuntime {
             }
         }
     }
+}
+
+/// Whether `stored` has every label and annotation of `sent`, with the same values.
+fn carries(stored: &ObjectMeta, sent: &ObjectMeta) -> bool {
+    let subset = |stored: &Option<BTreeMap<String, String>>, sent: &Option<BTreeMap<String, String>>| {
+        sent.iter().flatten().all(|(k, v)| stored.as_ref().and_then(|m| m.get(k)) == Some(v))
+    };
+    subset(&stored.labels, &sent.labels) && subset(&stored.annotations, &sent.annotations)
 }
 
 /// Delete `name` with Background propagation; `false` when it was already gone.

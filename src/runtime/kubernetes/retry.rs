@@ -3,6 +3,9 @@
 
 use std::{future::Future, time::Duration};
 
+use kube::{Api, api::PostParams};
+use serde::{Serialize, de::DeserializeOwned};
+
 use crate::runtime::RuntimeError;
 
 /// How long one API request may take.
@@ -94,6 +97,55 @@ where
             other => return other,
         }
     }
+}
+
+/// Create `obj` (named) with the retries of [`call`], without ever leaving a second copy or an
+/// orphan behind. An attempt whose answer was lost (a 5xx, a dropped connection, a timeout) may
+/// have stored the object all the same: when a later attempt then finds the name taken, or when
+/// the attempts run out, the object under that name is read, and if `ours` says it is the one
+/// this call sent, it is the result. A name taken at the first attempt is someone else's.
+pub(crate) async fn create<K>(what: &str, api: &Api<K>, obj: &K, ours: impl Fn(&K) -> bool) -> Result<K, ApiError>
+where
+    K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let params = PostParams::default();
+    let mut delays = BACKOFF.iter();
+    let mut maybe_stored = false;
+    loop {
+        let error = match once(api.create(&params, obj)).await {
+            Ok(created) => return Ok(created),
+            Err(e) if e.is_name_taken() && maybe_stored => {
+                tracing::debug!(call = what, object = %name, "name taken after a lost answer; is it ours?");
+                return find_ours(api, &name, &ours).await.ok_or(e);
+            }
+            Err(e) if e.is_transient() => e,
+            Err(e) => return Err(e),
+        };
+        maybe_stored = true;
+        match delays.next() {
+            Some(delay) => {
+                tracing::debug!(call = what, error = %error, retry_in = ?delay, "Kubernetes API call failed; retrying");
+                tokio::time::sleep(*delay).await;
+            }
+            None => {
+                tracing::warn!(call = what, error = %error, "Kubernetes API call failed; giving up");
+                return find_ours(api, &name, &ours).await.ok_or(error);
+            }
+        }
+    }
+}
+
+/// The object named `name`, when it is there and `ours` recognises it.
+async fn find_ours<K>(api: &Api<K>, name: &str, ours: &impl Fn(&K) -> bool) -> Option<K>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let found = once(api.get(name)).await.ok().filter(|k| ours(k));
+    if found.is_some() {
+        tracing::info!(object = name, "the create was stored although its answer was lost; using it");
+    }
+    found
 }
 
 /// The backoff of long-running watches: quick first retries (a dropped watch resumes at once),

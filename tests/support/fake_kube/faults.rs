@@ -1,5 +1,7 @@
 //! Faults a test injects at run time: error answers for matching requests, added latency, 403s
-//! that mimic missing RBAC, a 409 on the next create, and dropped watch streams.
+//! that mimic missing RBAC, a 409 on the next create, dropped watch streams, and faults *after
+//! the write*: the request is carried out (the object is stored) and then answered with an
+//! error or a dropped connection, as when an API server or a proxy fails between the two.
 //!
 //! A rule matches a request by RBAC verb (`get`, `list`, `watch`, `create`, `update`, `patch`,
 //! `delete`, `deletecollection`) and resource (`jobs`, `pods/log`, optionally `jobs.batch`); `"*"`
@@ -24,6 +26,17 @@ enum Action {
     Delay(Duration),
     Forbid,
     Conflict,
+    /// Carry the request out, then answer with this code.
+    FailAfterWrite(u16),
+    /// Carry the request out, then break the connection in the middle of the answer.
+    DropAfterWrite,
+}
+
+/// What happens to the answer of a request that was carried out.
+#[derive(Debug)]
+pub(crate) enum AfterWrite {
+    Fail(ApiError),
+    Drop,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +83,8 @@ pub(crate) struct Decision {
     pub error: Option<ApiError>,
     /// Answer this create with 409 Conflict (the name is only known once the body is read).
     pub conflict: bool,
+    /// Carry the request out, then spoil its answer.
+    pub after_write: Option<AfterWrite>,
 }
 
 fn reason_for(code: u16) -> &'static str {
@@ -136,6 +151,20 @@ impl Faults {
         self.push(verb, resource, Action::Forbid, None, None);
     }
 
+    /// Carry out the next `n` matching requests, then answer each with 500 (the write is kept).
+    pub fn fail_next_after_write(&self, verb: &str, resource: &str, n: usize) {
+        if n > 0 {
+            self.push(verb, resource, Action::FailAfterWrite(500), Some(n), None);
+        }
+    }
+
+    /// Carry out the next `n` matching requests, then drop the connection mid-answer.
+    pub fn drop_next_after_write(&self, verb: &str, resource: &str, n: usize) {
+        if n > 0 {
+            self.push(verb, resource, Action::DropAfterWrite, Some(n), None);
+        }
+    }
+
     /// Answer the next create of `resource` with 409 Conflict.
     pub fn conflict_next_create(&self, resource: &str) {
         self.push("create", resource, Action::Conflict, Some(1), None);
@@ -174,7 +203,7 @@ impl Faults {
         ns: Option<&str>,
         name: Option<&str>,
     ) -> Decision {
-        let mut d = Decision { delay: Duration::ZERO, error: None, conflict: false };
+        let mut d = Decision { delay: Duration::ZERO, error: None, conflict: false, after_write: None };
         let now = Instant::now();
         let mut rules = self.0.rules.lock().expect("faults lock");
         rules.retain(|r| r.until.is_none_or(|u| u > now) && r.remaining != Some(0));
@@ -184,7 +213,7 @@ impl Faults {
             }
             match r.action {
                 Action::Delay(t) => d.delay += t,
-                _ if d.error.is_some() || d.conflict => continue,
+                _ if d.error.is_some() || d.conflict || d.after_write.is_some() => continue,
                 Action::Fail(code) => {
                     let msg = format!("fake fault injected by the test ({verb} {resource})");
                     d.error = Some(ApiError {
@@ -194,6 +223,15 @@ impl Faults {
                 }
                 Action::Forbid => d.error = Some(ApiError::forbidden(verb, group, resource, ns, name)),
                 Action::Conflict => d.conflict = true,
+                Action::FailAfterWrite(code) => {
+                    let msg = format!("fake fault injected by the test after the write ({verb} {resource})");
+                    d.after_write = Some(AfterWrite::Fail(ApiError::new(
+                        code,
+                        reason_for(code),
+                        format!("Internal error occurred: {msg}"),
+                    )));
+                }
+                Action::DropAfterWrite => d.after_write = Some(AfterWrite::Drop),
             }
             if !matches!(r.action, Action::Delay(_))
                 && let Some(n) = r.remaining.as_mut()

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::{
     Shared, discovery,
     discovery::ResourceType,
+    faults::AfterWrite,
     selectors::{FieldSelector, LabelSelector},
     status::{self, ApiError, json_response, text_response},
     store::{DeleteOpts, Deleted, Key, PatchKind, Propagation, name_of},
@@ -152,13 +153,38 @@ pub(crate) async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) ->
             }
             match decision.error {
                 Some(e) => e.response(),
-                None => handle(&shared, &method, verb, t, &query, req, decision.conflict).await,
+                None => {
+                    let response = handle(&shared, &method, verb, t, &query, req, decision.conflict).await;
+                    match decision.after_write {
+                        Some(after) if response.status().is_success() => spoiled(after),
+                        _ => response,
+                    }
+                }
             }
         }
     };
     record.status = response.status().as_u16();
     shared.requests.lock().expect("requests lock").push(record);
     response
+}
+
+/// The answer of a request that was carried out, spoiled as the fault says: an error, or a
+/// response whose body breaks off (hyper then closes the connection mid-answer).
+fn spoiled(after: AfterWrite) -> Response {
+    match after {
+        AfterWrite::Fail(e) => e.response(),
+        AfterWrite::Drop => {
+            let broken = futures::stream::once(async {
+                Err::<axum::body::Bytes, std::io::Error>(std::io::Error::other("connection dropped by the fake"))
+            });
+            Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .header("content-length", "4096")
+                .body(axum::body::Body::from_stream(broken))
+                .expect("a valid response")
+        }
+    }
 }
 
 async fn body_json(req: Request) -> Result<Value, ApiError> {
