@@ -70,8 +70,11 @@ struct KubeMeta {
 
 async fn kube_meta(c: &Cluster, extra: &[&str]) -> KubeMeta {
     let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(["serve", "--runtime", "kubernetes", "--ready-timeout", "30s"])
-        .args(extra)
+    cmd.args(["serve", "--runtime", "kubernetes"]);
+    if !extra.contains(&"--ready-timeout") {
+        cmd.args(["--ready-timeout", "30s"]);
+    }
+    cmd.args(extra)
         .env("KUBECONFIG", &c.kubeconfig)
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env("MCP_EPHEMERAL_LOG", "mcp_ephemeral=debug");
@@ -394,6 +397,171 @@ async fn a_create_stored_but_answered_with_an_error_or_a_dropped_connection_leav
     made.sort();
     assert_eq!(names, made, "every server listed once, nothing else");
     assert_requests_within_rbac(&c.fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_becomes_ready_fails_the_wait_at_the_ready_timeout_with_its_phase() {
+    let c = cluster(FakeConfig::new(NS).rule("never-ready", Script::NeverReady)).await;
+    let meta = kube_meta(&c, &["--ready-timeout", "2s"]).await;
+    let started = Instant::now();
+    let err =
+        call_err(&meta.client, "create_mcp_server", json!({"runtime_exec": "never-ready", "wait_for_ready": true}))
+            .await;
+    assert!(err.contains("is not ready after 2s") && err.contains("phase Starting"), "{err}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(10), "waited {waited:?}");
+    let job = err.split('`').nth(1).expect("the message names the server").to_string();
+    let status = call_ok(&meta.client, "get_mcp_server_status", json!({"job_name": job})).await;
+    assert_eq!((status["phase"].as_str(), status["reason"].as_str()), (Some("Starting"), Some("WaitingForInitialize")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ttl_reaper_deletes_an_expired_kubernetes_server_with_its_objects() {
+    let c = cluster(FakeConfig::new(NS)).await;
+    let meta = kube_meta(&c, &[]).await;
+    let server = call_ok(
+        &meta.client,
+        "create_mcp_server",
+        json!({"preset": "time", "secret_env": {"K": SECRET}, "ttl_seconds": 2, "wait_for_ready": true}),
+    )
+    .await;
+    let job = server["job_name"].as_str().unwrap().to_string();
+    let long = call_ok(&meta.client, "create_mcp_server", json!({"preset": "time", "ttl_seconds": 600})).await;
+    let gone = c
+        .fake
+        .wait_until(Duration::from_secs(10), |f| {
+            f.object::<Job>(NS, &job).is_none()
+                && f.object::<Service>(NS, &job).is_none()
+                && f.object::<Secret>(NS, &format!("{job}-env")).is_none()
+        })
+        .await;
+    assert!(gone, "the expired server's Job, Service and Secret are deleted");
+    let list = call_ok(&meta.client, "list_mcp_servers", json!({})).await;
+    let names: Vec<&str> = list["servers"].as_array().unwrap().iter().filter_map(|s| s["job_name"].as_str()).collect();
+    assert_eq!(names, [long["job_name"].as_str().unwrap()], "the server with time left stays: {list}");
+    assert!(meta.logs.lock().unwrap().iter().any(|l| l.contains("TTL expired; deleting") && l.contains(&job)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_sweeps_orphaned_secrets_services_and_old_pool_members_and_keeps_young_ones() {
+    let c = cluster(FakeConfig::new(NS)).await;
+    let labels = |instance: &str| json!({"app.kubernetes.io/managed-by": "mcp-ephemeral", "app.kubernetes.io/instance": instance});
+    let old = humantime::format_rfc3339_seconds(std::time::SystemTime::now() - Duration::from_secs(600)).to_string();
+    for (resource, name, instance) in
+        [("secrets", "ghost-00000001-env", "ghost-00000001"), ("services", "ghost-00000001", "ghost-00000001")]
+    {
+        let mut obj = json!({"metadata": {"name": name, "namespace": NS, "labels": labels(instance)}});
+        if resource == "services" {
+            obj["spec"] = json!({"ports": [{"port": 8080}]});
+        }
+        c.fake.insert_json(resource, NS, obj);
+        c.fake.update_json(resource, NS, name, |o| o["metadata"]["creationTimestamp"] = json!(old));
+    }
+    // A create in progress of another meta server: young, so kept.
+    c.fake.insert_json(
+        "secrets",
+        NS,
+        json!({"metadata": {"name": "young-00000002-env", "namespace": NS, "labels": labels("young-00000002")}}),
+    );
+    // A warm-pool member of a previous run: nobody will hand it out.
+    let mut pool_labels = labels("time-00000003");
+    pool_labels["mcp-ephemeral.dev/pool"] = json!("time");
+    c.fake.insert_json(
+        "jobs",
+        NS,
+        json!({"metadata": {"name": "time-00000003", "namespace": NS, "labels": pool_labels},
+               "spec": {"template": {"spec": {"containers": [{"name": "mcp", "image": "x"}], "restartPolicy": "Never"}}}}),
+    );
+    c.fake.update_json("jobs", NS, "time-00000003", |o| o["metadata"]["creationTimestamp"] = json!(old));
+
+    let _meta = kube_meta(&c, &[]).await;
+    let swept = c
+        .fake
+        .wait_until(Duration::from_secs(10), |f| {
+            f.object::<Secret>(NS, "ghost-00000001-env").is_none()
+                && f.object::<Service>(NS, "ghost-00000001").is_none()
+                && f.object::<Job>(NS, "time-00000003").is_none()
+        })
+        .await;
+    assert!(swept, "the orphaned Secret and Service and the old pool member are deleted");
+    assert!(c.fake.object::<Secret>(NS, "young-00000002-env").is_some(), "a young Secret may be a create in progress");
+    assert_requests_within_rbac(&c.fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_that_end_with_an_error_event_or_410_gone_are_resumed_and_the_wait_succeeds() {
+    let delays = Delays { ready: Duration::from_millis(2000), ..Delays::default() };
+    let c = cluster(FakeConfig::new(NS).delays(delays)).await;
+    let meta = kube_meta(&c, &[]).await;
+    let breaker = async {
+        for round in 0..4 {
+            tokio::time::sleep(Duration::from_millis(350)).await;
+            if round % 2 == 0 {
+                c.fake.faults().error_watches(500);
+            } else {
+                // The history is gone: a resumed watch gets 410 and must list again.
+                c.fake.compact();
+                c.fake.faults().error_watches(410);
+            }
+        }
+    };
+    let create = call_ok(&meta.client, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true}));
+    let (server, ()) = tokio::join!(create, breaker);
+    assert_eq!(server["phase"], "Ready", "{server}");
+    let watches = c.fake.requests().iter().filter(|r| r.verb == "watch" && r.resource == "pods").count();
+    assert!(watches >= 3, "the pod watch was resumed after each error ({watches} watch requests)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_that_keeps_failing_during_the_wait_fails_it_after_a_bounded_number_of_errors() {
+    let delays = Delays { start: Duration::from_secs(20), ..Delays::default() };
+    let c = cluster(FakeConfig::new(NS).delays(delays)).await;
+    let meta = kube_meta(&c, &[]).await;
+    // From the moment the Job exists (after the quota check and the creates), every pod list
+    // and watch fails.
+    let injector = async {
+        c.fake.wait_until(Duration::from_secs(10), |f| !f.objects::<Job>(NS).is_empty()).await;
+        let faults = c.fake.faults();
+        faults.fail_for("list", "pods", Duration::from_secs(30));
+        faults.fail_for("watch", "pods", Duration::from_secs(30));
+        faults.error_watches(500);
+    };
+    let started = Instant::now();
+    let create = call_err(&meta.client, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true}));
+    let (err, ()) = tokio::join!(create, injector);
+    assert!(err.contains("keeps failing") && err.contains("errors in a row"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "bounded: {:?}", started.elapsed());
+    c.fake.faults().clear();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_with_wait_returns_once_the_pods_are_gone_and_without_wait_says_terminating() {
+    let delays = Delays { pod_grace: Duration::from_millis(800), ..Delays::default() };
+    let c = cluster(FakeConfig::new(NS).delays(delays)).await;
+    let meta = kube_meta(&c, &[]).await;
+    let pods_of = |f: &FakeKube, job: &str| {
+        f.objects::<Pod>(NS)
+            .iter()
+            .filter(|p| {
+                p.metadata.labels.as_ref().and_then(|l| l.get("app.kubernetes.io/instance")).map(String::as_str)
+                    == Some(job)
+            })
+            .count()
+    };
+    let a = call_ok(&meta.client, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
+    let a = a["job_name"].as_str().unwrap().to_string();
+    assert_eq!(pods_of(&c.fake, &a), 1);
+    let deleted = call_ok(&meta.client, "delete_mcp_server", json!({"job_name": a, "wait_for_deletion": true})).await;
+    assert_eq!(deleted["phase"], "Deleted", "{deleted}");
+    assert_eq!(pods_of(&c.fake, &a), 0, "waited until the pod was gone");
+
+    let b = call_ok(&meta.client, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
+    let b = b["job_name"].as_str().unwrap().to_string();
+    let deleted = call_ok(&meta.client, "delete_mcp_server", json!({"job_name": b, "wait_for_deletion": false})).await;
+    assert_eq!((deleted["phase"].as_str(), deleted["already_gone"].as_bool()), (Some("Terminating"), Some(false)));
+    assert!(c.fake.object::<Job>(NS, &b).is_none(), "the Job is deleted at once");
+    let gone = c.fake.wait_until(Duration::from_secs(5), |f| pods_of(f, &b) == 0).await;
+    assert!(gone, "and its pod goes after its grace period");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

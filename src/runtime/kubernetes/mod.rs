@@ -22,14 +22,10 @@ use k8s_openapi::api::{
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, LogParams, ObjectMeta, Patch, PatchParams},
-    runtime::{WatchStreamExt, watcher},
+    runtime::watcher,
 };
 
-use self::{
-    client::Connection,
-    manifests::JobSettings,
-    retry::{ApiError, WatchBackoff},
-};
+use self::{client::Connection, manifests::JobSettings, retry::ApiError};
 use super::{
     DeletePhase, Deleted, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY, Phase, Reason, RuntimeError,
     ServerInfo, Urls,
@@ -271,8 +267,8 @@ impl KubernetesRuntime {
     async fn pods_gone(&self, name: &str) -> bool {
         let mut live = std::collections::BTreeSet::new();
         let mut listed = false;
-        let stream = watcher(self.pods(), watcher::Config::default().labels(&self.pod_selector(name)))
-            .backoff(WatchBackoff::default());
+        let stream =
+            retry::backed_off(watcher(self.pods(), watcher::Config::default().labels(&self.pod_selector(name))));
         let wait = async {
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {

@@ -16,12 +16,11 @@ use k8s_openapi::api::{
 use kube::{
     Api, ResourceExt,
     api::{ListParams, LogParams},
-    runtime::{WatchStreamExt, watcher},
+    runtime::watcher,
 };
 
 use super::{
-    KubernetesRuntime, manifests,
-    retry::{self, WatchBackoff},
+    KubernetesRuntime, manifests, retry,
     status::{self, PodState},
 };
 use crate::{
@@ -57,7 +56,8 @@ pub(crate) async fn wait_ready(
         return Err(RuntimeError::Failed { name: name.to_string(), reason: Reason::from_cluster(reason), message });
     }
     let mut updates = watch(rt, name);
-    let mut wait = Wait { rt, name, progress, job, last_pod: None, reported: 0, errors: 0, confirm: None };
+    let mut wait =
+        Wait { rt, name, progress, job, last_pod: None, reported: 0, pod_errors: 0, job_errors: 0, confirm: None };
     loop {
         let update = tokio::select! {
             u = updates.next() => u,
@@ -85,15 +85,10 @@ pub(crate) async fn wait_ready(
 /// The server's pods and its Job, as one stream of updates.
 fn watch(rt: &KubernetesRuntime, name: &str) -> impl futures::Stream<Item = Update> + Send + Unpin + 'static {
     let selector = rt.pod_selector(name);
-    let pods: BoxStream<'static, Update> = watcher(rt.pods(), watcher::Config::default().labels(&selector))
-        .backoff(WatchBackoff::default())
-        .map(Update::Pod)
-        .boxed();
-    let jobs: BoxStream<'static, Update> =
-        watcher(rt.jobs(), watcher::Config::default().fields(&format!("metadata.name={name}")))
-            .backoff(WatchBackoff::default())
-            .map(Update::Job)
-            .boxed();
+    let pods: BoxStream<'static, Update> =
+        retry::backed_off(watcher(rt.pods(), watcher::Config::default().labels(&selector))).map(Update::Pod).boxed();
+    let job = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let jobs: BoxStream<'static, Update> = retry::backed_off(watcher(rt.jobs(), job)).map(Update::Job).boxed();
     futures::stream::select(pods, jobs)
 }
 
@@ -106,8 +101,10 @@ struct Wait<'a> {
     last_pod: Option<Pod>,
     /// Progress steps sent so far.
     reported: u32,
-    /// Watch errors in a row.
-    errors: u32,
+    /// Errors in a row of the pod watch and of the Job watch, each reset only by its own
+    /// events: one watch that works does not hide another that keeps failing.
+    pod_errors: u32,
+    job_errors: u32,
     /// The meta server's own `/readyz` check, once the container runs.
     confirm: Option<BoxFuture<'static, ()>>,
 }
@@ -132,11 +129,11 @@ impl Wait<'_> {
     async fn apply(&mut self, update: Update) -> Outcome {
         match update {
             Update::Pod(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
-                self.errors = 0;
+                self.pod_errors = 0;
                 self.on_pod(pod).await
             }
             Update::Job(Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job))) => {
-                self.errors = 0;
+                self.job_errors = 0;
                 if let Some((reason, message)) = status::job_failure(&job) {
                     let pod = self.last_pod.take();
                     return ControlFlow::Break(Err(job_failed(self.rt, self.name, pod, reason, message).await));
@@ -147,11 +144,21 @@ impl Wait<'_> {
             Update::Job(Ok(watcher::Event::Delete(_))) => {
                 ControlFlow::Break(Err(RuntimeError::NotFound(self.name.to_string())))
             }
-            Update::Pod(Ok(_)) | Update::Job(Ok(_)) => {
-                self.errors = 0;
+            // A re-list starting says nothing about whether it will work.
+            Update::Pod(Ok(watcher::Event::Init)) | Update::Job(Ok(watcher::Event::Init)) => ControlFlow::Continue(()),
+            Update::Pod(Ok(_)) => {
+                self.pod_errors = 0;
                 ControlFlow::Continue(())
             }
-            Update::Pod(Err(e)) | Update::Job(Err(e)) => match watch_error(self.name, &mut self.errors, e) {
+            Update::Job(Ok(_)) => {
+                self.job_errors = 0;
+                ControlFlow::Continue(())
+            }
+            Update::Pod(Err(e)) => match watch_error(self.name, &mut self.pod_errors, e) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => ControlFlow::Break(Err(e)),
+            },
+            Update::Job(Err(e)) => match watch_error(self.name, &mut self.job_errors, e) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(e) => ControlFlow::Break(Err(e)),
             },

@@ -3,7 +3,8 @@
 
 use std::{future::Future, time::Duration};
 
-use kube::{Api, api::PostParams};
+use futures::{Stream, StreamExt};
+use kube::{Api, api::PostParams, runtime::watcher};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::runtime::RuntimeError;
@@ -148,6 +149,35 @@ where
     found
 }
 
+/// A watch stream that pauses after each error, longer each time ([`WatchBackoff`]), and
+/// counts as healthy again only on a real event. kube's own `StreamBackoff` resets on any `Ok`,
+/// and the watcher yields `Ok(Event::Init)` at the start of every re-list, so against an API
+/// server whose lists keep failing it retried every 100 ms forever.
+pub(crate) fn backed_off<K>(
+    stream: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static
+where
+    K: Send + 'static,
+{
+    let start = (Box::pin(stream), WatchBackoff::default(), None::<Duration>);
+    futures::stream::unfold(start, |(mut stream, mut backoff, pause)| async move {
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
+        let item = stream.next().await?;
+        let pause = match &item {
+            Err(_) => backoff.next(),
+            // A re-list starting says nothing about whether it will work.
+            Ok(watcher::Event::Init) => None,
+            Ok(_) => {
+                backoff = WatchBackoff::default();
+                None
+            }
+        };
+        Some((item, (stream, backoff, pause)))
+    })
+}
+
 /// The backoff of long-running watches: quick first retries (a dropped watch resumes at once),
 /// capped at 2 s.
 #[derive(Debug, Clone, Default)]
@@ -162,11 +192,5 @@ impl Iterator for WatchBackoff {
         let ms = 100u64.saturating_mul(1 << self.attempt.min(5)).min(2000);
         self.attempt += 1;
         Some(Duration::from_millis(ms))
-    }
-}
-
-impl kube::runtime::utils::Backoff for WatchBackoff {
-    fn reset(&mut self) {
-        self.attempt = 0;
     }
 }

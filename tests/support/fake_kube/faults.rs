@@ -71,6 +71,9 @@ struct FaultState {
     drop_generation: watch::Sender<u64>,
     /// Every watch response ends after this many events (usize::MAX: never).
     drop_after: AtomicUsize,
+    /// The status code of the ERROR event a dropped watch sends before it ends (0: none, a
+    /// clean end).
+    drop_error: AtomicUsize,
 }
 
 /// The handle a test uses to inject faults; cheap to clone, thread-safe.
@@ -109,6 +112,7 @@ impl Default for Faults {
             rules: Mutex::new(Vec::new()),
             drop_generation: watch::channel(0).0,
             drop_after: AtomicUsize::new(usize::MAX),
+            drop_error: AtomicUsize::new(0),
         }))
     }
 }
@@ -173,6 +177,14 @@ impl Faults {
     /// End the HTTP response of every open watch now (cleanly, as when the API server's watch
     /// timeout ends it).
     pub fn drop_watches(&self) {
+        self.0.drop_error.store(0, Ordering::SeqCst);
+        self.0.drop_generation.send_modify(|g| *g += 1);
+    }
+
+    /// End every open watch with an ERROR event carrying a `Status` of `code` (e.g. 500, or 410
+    /// as an API server sends when the watch cache moved on), as a real watch can end.
+    pub fn error_watches(&self, code: u16) {
+        self.0.drop_error.store(code as usize, Ordering::SeqCst);
         self.0.drop_generation.send_modify(|g| *g += 1);
     }
 
@@ -189,6 +201,14 @@ impl Faults {
 
     pub(crate) fn drop_signal(&self) -> watch::Receiver<u64> {
         self.0.drop_generation.subscribe()
+    }
+
+    /// The ERROR event a dropped watch sends before it ends, if any.
+    pub(crate) fn drop_error(&self) -> Option<ApiError> {
+        let code = self.0.drop_error.load(Ordering::SeqCst) as u16;
+        (code != 0).then(|| {
+            ApiError::new(code, reason_for(code), "fake fault injected by the test: the watch ended with an error")
+        })
     }
 
     pub(crate) fn drop_after(&self) -> usize {

@@ -188,7 +188,12 @@ async fn stream(shared: Arc<Shared>, p: WatchParams, tx: mpsc::Sender<Bytes>) {
         tokio::select! {
             // A drop requested before a write must end the watch before that write is sent.
             biased;
-            _ = drops.changed() => return,
+            _ = drops.changed() => {
+                if let Some(e) = shared.faults.drop_error() {
+                    let _ = tx.send(line("ERROR", &e.to_json())).await;
+                }
+                return;
+            }
             _ = tx.closed() => return,
             _ = tokio::time::sleep_until(deadline) => return,
             r = changes.changed() => if r.is_err() { return },
