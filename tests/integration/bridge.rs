@@ -59,8 +59,8 @@ async fn concurrent_sessions_on_one_bridge_get_only_their_own_answers() {
         tokio::join!(run(a, "alpha"), run(b, "beta"), run(c, "gamma"));
 
         // Each session has its own process: three sessions plus one spare.
-        let processes = descendants(bridge.id().unwrap());
-        let servers = processes.iter().filter(|p| cmdline(**p).contains("server-everything")).count();
+        let processes = snapshot(bridge.id().unwrap());
+        let servers = processes.iter().filter(|p| cmdline(p.pid).contains("server-everything")).count();
         assert!(servers >= 4, "expected a child per session and a spare, found {servers}");
 
         unsafe { libc::kill(bridge.id().unwrap() as i32, libc::SIGTERM) };
@@ -68,11 +68,7 @@ async fn concurrent_sessions_on_one_bridge_get_only_their_own_answers() {
             tokio::time::timeout(Duration::from_secs(6), bridge.wait()).await.expect("bridge exits within 6 s");
         assert!(status.unwrap().success());
         let left = wait_gone(&processes, Duration::from_secs(2)).await;
-        assert!(
-            left.is_empty(),
-            "children outlived the bridge: {:?}",
-            left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>()
-        );
+        assert!(left.is_empty(), "children outlived the bridge: {:?}", cmdlines(&left));
     })
     .await
     .expect("test finished in time");

@@ -119,23 +119,23 @@ impl BridgeProc {
 
     /// SIGTERM the bridge; it must exit 0 within 6 s and leave no process behind.
     async fn stop(mut self) {
-        let processes = descendants(self.pid());
+        let processes = snapshot(self.pid());
         unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
         let status =
             tokio::time::timeout(Duration::from_secs(6), self.child.wait()).await.expect("bridge exits within 6 s");
         assert!(status.unwrap().success());
         let left = wait_gone(&processes, Duration::from_secs(2)).await;
-        assert!(left.is_empty(), "outlived the bridge: {:?}", left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>());
+        assert!(left.is_empty(), "outlived the bridge: {:?}", cmdlines(&left));
     }
 }
 
 /// Processes below `pid` that run the fixture (children and grandchildren).
-fn fixture_processes(pid: u32) -> Vec<u32> {
-    descendants(pid).into_iter().filter(|p| cmdline(*p).contains("faulty")).collect()
+fn fixture_processes(pid: u32) -> Vec<Seen> {
+    snapshot(pid).into_iter().filter(|p| cmdline(p.pid).contains("faulty")).collect()
 }
 
 /// Wait until exactly `n` fixture processes run below `pid` (spares and sessions settle).
-async fn settle_processes(pid: u32, n: usize, limit: Duration) -> Vec<u32> {
+async fn settle_processes(pid: u32, n: usize, limit: Duration) -> Vec<Seen> {
     let deadline = Instant::now() + limit;
     loop {
         let now = fixture_processes(pid);
@@ -313,12 +313,7 @@ async fn bridge_answers_a_call_whose_child_exits_with_its_exit_status() {
         raw.call(2, "echo", json!({"message": "again"})).await;
         assert_eq!(raw.delete().await, 200);
         let left = settle_processes(bridge.pid(), 1, Duration::from_secs(5)).await;
-        assert_eq!(
-            left.len(),
-            1,
-            "only the spare should run: {:?}",
-            left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>()
-        );
+        assert_eq!(left.len(), 1, "only the spare should run: {:?}", cmdlines(&left));
         assert!(bridge.output().contains("about to exit with code 42"));
         bridge.stop().await;
     })
@@ -330,6 +325,7 @@ async fn bridge_answers_a_call_whose_child_exits_with_its_exit_status() {
 async fn serve_reports_a_session_child_that_exits_mid_call_and_keeps_the_server() {
     tokio::time::timeout(TEST_LIMIT, async {
         let (meta, pid) = meta_stdio(&[]).await;
+        let tree = TreeWatch::start(pid);
         let server = call_ok(&meta, "create_mcp_server", fixture_request("exit-mid-call", json!({}))).await;
         assert_eq!(server["phase"], "Ready", "{server}");
         assert!(server["job_name"].as_str().unwrap().starts_with("faulty-server-py-"), "{server}");
@@ -347,8 +343,11 @@ async fn serve_reports_a_session_child_that_exits_mid_call_and_keeps_the_server(
         assert_eq!(try_call(&session, "echo", json!({"message": "still here"})).await.unwrap(), "still here");
         let _ = session.cancel().await;
         call_ok(&meta, "delete_mcp_server", json!({"job_name": job, "wait_for_deletion": true})).await;
-        let left = wait_gone(&descendants(pid), Duration::from_secs(3)).await;
-        assert!(left.is_empty(), "left behind: {:?}", left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>());
+        // Every process the server ever had, wherever it was re-parented.
+        let seen = tree.seen();
+        assert!(seen.len() >= 3, "the probe, the sessions and the spare were seen: {:?}", cmdlines(&seen));
+        let left = wait_gone(&seen, Duration::from_secs(3)).await;
+        assert!(left.is_empty(), "left behind: {:?}", cmdlines(&left));
         let _ = meta.cancel().await;
     })
     .await
@@ -454,7 +453,7 @@ async fn bridge_reports_an_initialize_timeout_on_readyz_and_to_clients() {
 
         // The probe and the spare are gone; the bridge keeps serving /healthz.
         let left = settle_processes(bridge.pid(), 0, Duration::from_secs(5)).await;
-        assert!(left.is_empty(), "{:?}", left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>());
+        assert!(left.is_empty(), "{:?}", cmdlines(&left));
         assert_eq!(http.get(format!("{}/healthz", bridge.base)).send().await.unwrap().status(), 200);
         bridge.stop().await;
     })
@@ -485,6 +484,7 @@ async fn bridge_exits_1_after_the_init_timeout() {
 async fn serve_marks_a_silent_server_failed_with_initialize_timeout() {
     tokio::time::timeout(TEST_LIMIT, async {
         let (meta, pid) = meta_stdio(&["--ready-timeout", "2s"]).await;
+        let tree = TreeWatch::start(pid);
         for _ in 0..2 {
             let msg = call_err(&meta, "create_mcp_server", fixture_request("no-init", json!({}))).await;
             assert!(
@@ -498,9 +498,11 @@ async fn serve_marks_a_silent_server_failed_with_initialize_timeout() {
             assert_eq!(server["reason"], "InitializeTimeout", "{server}");
             assert!(server["log_tail"].to_string().contains("mode no-init"), "{server}");
         }
-        // A failed server keeps no process.
-        let left = wait_gone(&descendants(pid), Duration::from_secs(5)).await;
-        assert!(left.is_empty(), "{:?}", left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>());
+        // A failed server keeps no process: none of those it ever had runs.
+        let seen = tree.seen();
+        assert!(!seen.is_empty(), "the probes were seen");
+        let left = wait_gone(&seen, Duration::from_secs(5)).await;
+        assert!(left.is_empty(), "{:?}", cmdlines(&left));
         let _ = meta.cancel().await;
     })
     .await
@@ -614,24 +616,14 @@ async fn bridge_sigkills_children_that_ignore_sigterm() {
         let bridge = BridgeProc::ready("ignore-sigterm", &[]).await;
         // The probe child (and its grandchild) ignore SIGTERM too: gone after the grace.
         let spare = settle_processes(bridge.pid(), 2, KILL_WITHIN + Duration::from_secs(1)).await;
-        assert_eq!(
-            spare.len(),
-            2,
-            "the spare and its grandchild: {:?}",
-            spare.iter().map(|p| cmdline(*p)).collect::<Vec<_>>()
-        );
+        assert_eq!(spare.len(), 2, "the spare and its grandchild: {:?}", cmdlines(&spare));
         let raw = Raw::initialize(&bridge.base).await;
         raw.call(2, "echo", json!({"message": "x"})).await;
 
         let started = Instant::now();
         assert_eq!(raw.delete().await, 200);
         let left = wait_gone(&spare, KILL_WITHIN).await;
-        assert!(
-            left.is_empty(),
-            "still running {:?} after DELETE: {:?}",
-            started.elapsed(),
-            left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>()
-        );
+        assert!(left.is_empty(), "still running {:?} after DELETE: {:?}", started.elapsed(), cmdlines(&left));
         assert!(bridge.output().contains("staying alive anyway"), "stdin was closed first");
         // Shutdown kills the new spare the same way, within the bridge's own limit.
         let started = Instant::now();
@@ -649,7 +641,7 @@ async fn serve_deletes_a_sigterm_ignoring_server_completely() {
         let server = call_ok(&meta, "create_mcp_server", fixture_request("ignore-sigterm", json!({}))).await;
         let session = connect_http(server["urls"]["mcp"].as_str().unwrap()).await;
         assert_eq!(try_call(&session, "echo", json!({"message": "x"})).await.unwrap(), "x");
-        let processes = descendants(pid);
+        let processes = snapshot(pid);
         assert!(processes.len() >= 4, "session + spare, each with a grandchild: {processes:?}");
         let started = Instant::now();
         let deleted =
@@ -657,8 +649,8 @@ async fn serve_deletes_a_sigterm_ignoring_server_completely() {
                 .await;
         assert_eq!(deleted["phase"], "Deleted");
         assert!(started.elapsed() < KILL_WITHIN, "delete took {:?}", started.elapsed());
-        let left = wait_gone(&descendants(pid), Duration::from_millis(500)).await;
-        assert!(left.is_empty(), "left behind: {:?}", left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>());
+        let left = wait_gone(&processes, Duration::from_millis(500)).await;
+        assert!(left.is_empty(), "left behind: {:?}", cmdlines(&left));
         let _ = session.cancel().await;
         let _ = meta.cancel().await;
     })
@@ -723,7 +715,7 @@ async fn closed_sessions_leave_no_process_and_no_file_descriptor() {
         }
         // Everything settles back: one spare process, and the fds of the start.
         let left = settle_processes(pid, 1, Duration::from_secs(10)).await;
-        assert_eq!(left.len(), 1, "{:?}", left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>());
+        assert_eq!(left.len(), 1, "{:?}", cmdlines(&left));
         let deadline = Instant::now() + Duration::from_secs(10);
         while open_fds(pid) > baseline && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -39,12 +39,12 @@ async fn create_call_list_delete(
     let names: Vec<&str> = list["servers"].as_array().unwrap().iter().filter_map(|s| s["job_name"].as_str()).collect();
     assert!(names.contains(&job.as_str()), "{job} not in {names:?}");
 
-    let processes = descendants(meta_pid);
+    let processes = snapshot(meta_pid);
     assert!(!processes.is_empty(), "the server runs as a child of the meta server");
     let deleted = call_ok(meta, "delete_mcp_server", json!({"job_name": job, "wait_for_deletion": true})).await;
     assert_eq!(deleted["phase"], "Deleted");
     let left = wait_gone(&processes, std::time::Duration::from_secs(3)).await;
-    assert!(left.is_empty(), "still running after delete: {:?}", left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>());
+    assert!(left.is_empty(), "still running after delete: {:?}", cmdlines(&left));
     let status = call(meta, "get_mcp_server_status", json!({"job_name": job})).await;
     assert_eq!(status.is_error, Some(true), "a deleted server has no status");
     let _ = over_http.cancel().await;
@@ -165,7 +165,7 @@ async fn expired_servers_are_reaped_with_their_processes() {
             json!({"runtime_exec": "python3", "runtime_mcp": fixture, "runtime_args": ["ok"], "wait_for_ready": true, "ttl_seconds": 8}),
         )
         .await;
-        let processes = descendants(pid);
+        let processes = snapshot(pid);
         assert!(!processes.is_empty());
         let expires = humantime::parse_rfc3339(server["expires_at"].as_str().unwrap()).unwrap();
         tokio::time::sleep(expires.duration_since(std::time::SystemTime::now()).unwrap_or_default()).await;

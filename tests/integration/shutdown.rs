@@ -13,7 +13,7 @@ async fn sigterm_leaves_no_child_process_behind() {
         call_ok(&meta, "create_mcp_server", json!({"preset": "everything", "wait_for_ready": true})).await;
         // An open client session has a process of its own, too.
         let session = connect_http(time["urls"]["mcp"].as_str().unwrap()).await;
-        let processes = descendants(meta_proc.pid());
+        let processes = snapshot(meta_proc.pid());
         assert!(processes.len() >= 4, "expected several server processes, found {processes:?}");
 
         let start = Instant::now();
@@ -21,7 +21,7 @@ async fn sigterm_leaves_no_child_process_behind() {
         let status = tokio::time::timeout(Duration::from_secs(6), meta_proc.child.wait()).await.expect("meta exits");
         assert!(status.unwrap().success());
         let left = wait_gone(&processes, Duration::from_secs(5).saturating_sub(start.elapsed())).await;
-        assert!(left.is_empty(), "left behind: {:?}", left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>());
+        assert!(left.is_empty(), "left behind: {:?}", cmdlines(&left));
         assert!(start.elapsed() < Duration::from_secs(5), "shutdown took {:?}", start.elapsed());
         drop(session);
     })
@@ -34,19 +34,16 @@ async fn stdin_eof_on_stdio_ends_every_child() {
     tokio::time::timeout(TEST_LIMIT, async {
         let (meta, pid) = meta_stdio(&[]).await;
         call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
-        let processes = descendants(pid);
+        let processes = snapshot(pid);
         assert!(!processes.is_empty());
+        let meta_proc = Seen { pid, start: crate::procfs::start_time(pid).expect("the meta server runs") };
         let start = Instant::now();
         // Cancelling the client closes the meta server's stdin.
         let _ = meta.cancel().await;
         let mut all = processes.clone();
-        all.push(pid);
+        all.push(meta_proc);
         let left = wait_gone(&all, Duration::from_secs(5)).await;
-        assert!(
-            left.is_empty(),
-            "left behind after stdin EOF: {:?}",
-            left.iter().map(|p| cmdline(*p)).collect::<Vec<_>>()
-        );
+        assert!(left.is_empty(), "left behind after stdin EOF: {:?}", cmdlines(&left));
         assert!(start.elapsed() < Duration::from_secs(5));
     })
     .await

@@ -82,6 +82,7 @@ async fn load(url: &str) -> usize {
 #[ignore = "soak: a few minutes; run with --ignored"]
 async fn churn_and_load_leave_no_process_memory_or_descriptor_behind() {
     let (meta, pid) = meta_stdio(&["--max-servers", "64"]).await;
+    let tree = TreeWatch::start(pid);
     let started = Instant::now();
 
     let everything = call_ok(&meta, "create_mcp_server", json!({"preset": "everything", "wait_for_ready": true})).await;
@@ -107,7 +108,7 @@ async fn churn_and_load_leave_no_process_memory_or_descriptor_behind() {
     call_ok(&meta, "delete_mcp_server", json!({"job_name": job, "wait_for_deletion": true})).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss_end, fds_end) = (rss_kib(pid), open_fds(pid));
-    let left = wait_gone(&descendants(pid), Duration::from_secs(10)).await;
+    let left = wait_gone(&tree.seen(), Duration::from_secs(10)).await;
     eprintln!(
         "end: RSS {rss_end} KiB ({:+.1}%), {fds_end} fds, {} calls, {} creates, {:.1?}",
         (rss_end as f64 / rss_base as f64 - 1.0) * 100.0,

@@ -71,6 +71,7 @@ pub type Client = RunningService<RoleClient, Recorder>;
 
 /// The meta server on stdio, with its pid.
 pub async fn meta_stdio(extra: &[&str]) -> (Client, u32) {
+    become_subreaper();
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.arg("serve").args(extra).env("MCP_EPHEMERAL_LOG", "mcp_ephemeral=debug");
     let (transport, stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::piped()).spawn().expect("spawn meta");
@@ -95,6 +96,7 @@ impl HttpMeta {
 
     /// Like `start`, with extra environment variables for the meta server.
     pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> HttpMeta {
+        become_subreaper();
         let mut child = tokio::process::Command::new(BIN)
             .args(["serve", "--transport", "http", "--listen", "127.0.0.1:0"])
             .args(extra)
@@ -256,17 +258,78 @@ pub fn text(res: &CallToolResult) -> String {
     res.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
 }
 
-pub use crate::procfs::{alive, descendants};
+pub use crate::procfs::{Seen, alive, become_subreaper, descendants, snapshot};
 
-/// Wait until none of `pids` runs; returns those still running after `limit`.
-pub async fn wait_gone(pids: &[u32], limit: Duration) -> Vec<u32> {
+/// Wait until none of `processes` runs; returns those still running after `limit`. A process
+/// is matched by pid and start time, so it is found wherever it was re-parented.
+pub async fn wait_gone(processes: &[Seen], limit: Duration) -> Vec<Seen> {
     let start = Instant::now();
     loop {
-        let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        let left: Vec<Seen> = processes.iter().copied().filter(Seen::alive).collect();
         if left.is_empty() || start.elapsed() > limit {
             return left;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The command lines of `processes`, for failure messages.
+pub fn cmdlines(processes: &[Seen]) -> Vec<String> {
+    processes.iter().map(|p| cmdline(p.pid)).collect()
+}
+
+/// Every process that appears below `pid` while it is watched, sampled every 20 ms: the
+/// processes of a server that start and end between two looks at the tree are caught too.
+pub struct TreeWatch {
+    seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl TreeWatch {
+    pub fn start(pid: u32) -> TreeWatch {
+        let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (kept, stopped) = (seen.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let now = snapshot(pid);
+                {
+                    let mut seen = kept.lock().unwrap();
+                    for p in now {
+                        if !seen.contains(&p) {
+                            seen.push(p);
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = stopped.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+        });
+        TreeWatch { seen, stop }
+    }
+
+    /// Everything seen so far (and one more look now).
+    pub fn seen(&self) -> Vec<Seen> {
+        let mut seen = self.seen.lock().unwrap().clone();
+        for p in snapshot_of_watched(&seen) {
+            if !seen.contains(&p) {
+                seen.push(p);
+            }
+        }
+        seen
+    }
+}
+
+/// The processes below any of `seen` now (children started since the last sample).
+fn snapshot_of_watched(seen: &[Seen]) -> Vec<Seen> {
+    seen.iter().flat_map(|p| snapshot(p.pid)).collect()
+}
+
+impl Drop for TreeWatch {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
