@@ -11,16 +11,18 @@ async fn create_call_list_delete(
     args: serde_json::Value,
     expect: &str,
 ) {
-    let created = call(meta, "create_mcp_server", create).await;
+    let created = call(meta, "create_mcp_server", create.clone()).await;
     assert_ne!(created.is_error, Some(true), "{}", text(&created));
     assert!(!format!("{created:?}").contains("s3cr3t-value-42"), "a secret value leaked into the result");
     let server = created.structured_content.clone().expect("structured");
     assert_eq!(server["phase"], "Ready", "{server}");
-    if server["secret_env_names"].as_array().is_some_and(|a| !a.is_empty()) {
+    if create.get("secret_env").is_some() {
         assert_eq!(server["secret_env_names"], json!(["API_KEY"]));
         assert_eq!(server["env_names"], json!(["PLAIN"]));
         let listed = call(meta, "list_mcp_servers", json!({})).await;
         assert!(!format!("{listed:?}").contains("s3cr3t-value-42"));
+    } else {
+        assert_eq!(server["secret_env_names"], json!([]), "{server}");
     }
     let job = server["job_name"].as_str().expect("job_name").to_string();
     let mcp_url = server["urls"]["mcp"].as_str().expect("urls.mcp").to_string();
@@ -64,6 +66,33 @@ async fn time_preset_over_stdio_meta_server() {
             "\"timezone\"",
         )
         .await;
+        let _ = meta.cancel().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_server_receives_its_env_and_secret_env_and_not_the_meta_servers_token() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let token = "meta-token-that-children-must-not-see";
+        let (meta, _) = meta_stdio_with_env(&[], &[("MCP_EPHEMERAL_TOKEN", token)]).await;
+        let server = call_ok(
+            &meta,
+            "create_mcp_server",
+            json!({"preset": "everything", "wait_for_ready": true,
+                   "env": {"PLAIN": "visible"}, "secret_env": {"API_KEY": "s3cr3t-value-42"}}),
+        )
+        .await;
+        let session = connect_http(server["urls"]["mcp"].as_str().unwrap()).await;
+        let res = call(&session, "get-env", json!({})).await;
+        assert_ne!(res.is_error, Some(true), "{}", text(&res));
+        let env: serde_json::Value = serde_json::from_str(&text(&res)).expect("get-env answers the environment as JSON");
+        assert_eq!(env["PLAIN"], "visible", "env reaches the process");
+        assert_eq!(env["API_KEY"], "s3cr3t-value-42", "secret_env reaches the process");
+        assert!(env.get("MCP_EPHEMERAL_TOKEN").is_none(), "the meta server's token reached a child");
+        assert!(!text(&res).contains(token), "the meta server's token reached a child");
+        let _ = session.cancel().await;
         let _ = meta.cancel().await;
     })
     .await

@@ -71,9 +71,14 @@ pub type Client = RunningService<RoleClient, Recorder>;
 
 /// The meta server on stdio, with its pid.
 pub async fn meta_stdio(extra: &[&str]) -> (Client, u32) {
+    meta_stdio_with_env(extra, &[]).await
+}
+
+/// [`meta_stdio`] with extra environment variables for the meta server.
+pub async fn meta_stdio_with_env(extra: &[&str], env: &[(&str, &str)]) -> (Client, u32) {
     become_subreaper();
     let mut cmd = tokio::process::Command::new(BIN);
-    cmd.arg("serve").args(extra).env("MCP_EPHEMERAL_LOG", "mcp_ephemeral=debug");
+    cmd.arg("serve").args(extra).envs(env.iter().copied()).env("MCP_EPHEMERAL_LOG", "mcp_ephemeral=debug");
     let (transport, stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::piped()).spawn().expect("spawn meta");
     let pid = transport.id().expect("meta pid");
     if let Some(stderr) = stderr {
