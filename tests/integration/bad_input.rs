@@ -64,7 +64,9 @@ async fn every_bad_request_gets_a_clear_error_and_changes_nothing() {
         // Deleting what is not there is not an error (idempotent delete).
         let gone = call_ok(&meta, "delete_mcp_server", json!({"job_name": "nope-12345678"})).await;
         assert_eq!(gone["already_gone"], true);
-        call_ok(&meta, "list_presets", json!({})).await;
+        // After all of that, the meta server still answers.
+        let presets = call_ok(&meta, "list_presets", json!({})).await;
+        assert!(presets["presets"].as_array().unwrap().iter().any(|p| p["name"] == "time"), "{presets}");
         let _ = meta.cancel().await;
     })
     .await

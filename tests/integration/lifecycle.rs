@@ -87,7 +87,8 @@ async fn a_local_server_receives_its_env_and_secret_env_and_not_the_meta_servers
         let session = connect_http(server["urls"]["mcp"].as_str().unwrap()).await;
         let res = call(&session, "get-env", json!({})).await;
         assert_ne!(res.is_error, Some(true), "{}", text(&res));
-        let env: serde_json::Value = serde_json::from_str(&text(&res)).expect("get-env answers the environment as JSON");
+        let env: serde_json::Value =
+            serde_json::from_str(&text(&res)).expect("get-env answers the environment as JSON");
         assert_eq!(env["PLAIN"], "visible", "env reaches the process");
         assert_eq!(env["API_KEY"], "s3cr3t-value-42", "secret_env reaches the process");
         assert!(env.get("MCP_EPHEMERAL_TOKEN").is_none(), "the meta server's token reached a child");

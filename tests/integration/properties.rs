@@ -14,7 +14,7 @@
 //! every request, so a request that gets no response shows up as a hang (each POST has a limit).
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     path::PathBuf,
     sync::{
         OnceLock,
@@ -602,19 +602,129 @@ fn create_args() -> impl Strategy<Value = Value> {
         }
         Value::Object(m)
     });
-    prop_oneof![4 => shaped, 1 => json_value()]
+    prop_oneof![4 => shaped, 1 => json_value(), 3 => plausible_request()]
 }
+
+/// Requests a careful caller would send: valid names and values, so the success path (and its
+/// checks) is reached often, with awkward but legal content.
+fn plausible_request() -> impl Strategy<Value = Value> {
+    let source = prop_oneof![
+        prop::sample::select(vec!["time", "fetch", "everything", "memory", "git"]).prop_map(|p| json!({"preset": p})),
+        (
+            prop::sample::select(vec!["uvx", "npx", "python3", "/usr/bin/env"]),
+            "[a-z][a-z0-9@/._-]{0,20}",
+            prop::collection::vec("[^\\x00]{0,12}", 0..4)
+        )
+            .prop_map(|(exec, mcp, args)| json!({"runtime_exec": exec, "runtime_mcp": mcp, "runtime_args": args})),
+    ];
+    // Now and then a name that starts with a digit, which must be refused.
+    let env_name = prop_oneof![12 => "[A-Za-z_][A-Za-z0-9_]{0,8}", 1 => "[0-9][A-Z0-9_]{0,4}"];
+    let env = prop::collection::btree_map(env_name, "[^\\x00]{0,16}", 0..4);
+    let labels = prop::collection::btree_map(
+        "([a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?\\.)?[a-z]{1,6}/[a-zA-Z0-9]{1,8}|[a-zA-Z][a-zA-Z0-9_.-]{0,10}[a-zA-Z0-9]",
+        "([a-zA-Z0-9]([a-zA-Z0-9_.-]{0,10}[a-zA-Z0-9])?)?",
+        0..4,
+    );
+    let ttl = prop::option::of(1u64..=604_800);
+    (source, env, labels, ttl, any::<bool>()).prop_map(|(mut req, env, labels, ttl, wait)| {
+        req["env"] = json!(env);
+        req["labels"] = json!(labels);
+        req["wait_for_ready"] = json!(wait);
+        if let Some(ttl) = ttl {
+            req["ttl_seconds"] = json!(ttl);
+        }
+        req
+    })
+}
+
+// An oracle written from Kubernetes' and POSIX's rules, not from the production checks.
+
+/// `[A-Za-z_][A-Za-z0-9_]*`, at most 64 KiB values without NUL.
+fn oracle_env(env: &BTreeMap<String, String>) -> bool {
+    env.len() <= 256
+        && env.iter().all(|(k, v)| {
+            let mut chars = k.chars();
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && v.len() <= 65_536
+                && !v.contains('\0')
+        })
+}
+
+/// A label value (or the name part of a key): empty, or up to 63 of `[A-Za-z0-9_.-]` starting
+/// and ending alphanumeric.
+fn oracle_label_value(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+/// Kubernetes label rules: an optional DNS-subdomain prefix and `/`, a non-empty name; the
+/// project's own prefixes are reserved.
+fn oracle_labels(labels: &BTreeMap<String, String>) -> bool {
+    let dns_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    labels.len() <= 256
+        && labels.iter().all(|(k, v)| {
+            let (prefix, name) = match k.rsplit_once('/') {
+                Some((p, n)) => (Some(p), n),
+                None => (None, k.as_str()),
+            };
+            !k.starts_with("app.kubernetes.io/")
+                && !k.starts_with("mcp-ephemeral.dev/")
+                && prefix.is_none_or(|p| p.len() <= 253 && p.split('.').all(dns_label))
+                && !name.is_empty()
+                && oracle_label_value(name)
+                && oracle_label_value(v)
+        })
+}
+
+/// The start of a JSON value, for failure messages.
+fn truncate(v: &Value) -> String {
+    v.to_string().chars().take(300).collect()
+}
+
+/// What a refused request's message must name: one of the request's fields, or the rule broken.
+const NAMED_IN_ERRORS: [&str; 13] = [
+    "preset",
+    "runtime_exec",
+    "runtime_mcp",
+    "runtime_args",
+    "image",
+    "env",
+    "environment variable",
+    "ttl_seconds",
+    "label",
+    "resources",
+    "arguments",
+    "NUL",
+    "bytes",
+];
 
 #[test]
 fn create_arguments_resolve_to_a_valid_spec_or_a_clear_error() {
     let live = live();
     let policy = Policy::default();
     let mut runner = TestRunner::new(config());
+    let resolved = AtomicUsize::new(0);
     let result = runner.run(&create_args(), |args| {
         let req = match serde_json::from_value::<CreateRequest>(args.clone()) {
             Ok(r) => r,
             Err(e) => {
-                prop_assert!(!e.to_string().is_empty());
+                // The shape is wrong: the message says how (serde's own words), or names a field.
+                let msg = e.to_string();
+                let says_how =
+                    ["unknown field", "invalid type", "invalid value", "did not match any variant", "expected"]
+                        .iter()
+                        .any(|w| msg.contains(w));
+                prop_assert!(says_how, "an unhelpful error for {}: {msg}", truncate(&args));
                 return Ok(());
             }
         };
@@ -622,19 +732,28 @@ fn create_arguments_resolve_to_a_valid_spec_or_a_clear_error() {
         let spec = match resolve(req, &live.presets, &policy, local) {
             Ok(spec) => spec,
             Err(e) => {
-                prop_assert!(e.to_string().len() > 10, "a terse error: {e:?}");
+                let msg = e.to_string();
+                prop_assert!(
+                    NAMED_IN_ERRORS.iter().any(|w| msg.contains(w)),
+                    "the refusal names no field or rule: {msg} (for {})",
+                    truncate(&args)
+                );
                 return Ok(());
             }
         };
-        prop_assert!(names::is_rfc1123_label(&spec.identity.name), "name {:?}", spec.identity.name);
+        resolved.fetch_add(1, Ordering::Relaxed);
+        let name = &spec.identity.name;
         prop_assert!(
-            spec.identity.name.len() <= 63 && spec.identity.name.starts_with(|c: char| c.is_ascii_lowercase()),
+            (2..=63).contains(&name.len())
+                && name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !name.ends_with('-'),
             "name {:?}",
-            spec.identity.name
+            name
         );
-        prop_assert!(spec::check_env("env", &spec.launch.env).is_ok(), "{:?}", spec.launch.env);
-        prop_assert!(spec::check_env("secret_env", &spec.launch.secret_env).is_ok());
-        prop_assert!(spec::check_labels(&spec.identity.labels).is_ok(), "{:?}", spec.identity.labels);
+        prop_assert!(oracle_env(&spec.launch.env), "{:?}", spec.launch.env);
+        prop_assert!(oracle_env(&spec.launch.secret_env));
+        prop_assert!(oracle_labels(&spec.identity.labels), "{:?}", spec.identity.labels);
         prop_assert!(
             spec.identity.ttl >= Duration::from_secs(1) && spec.identity.ttl <= policy.max_ttl,
             "{:?}",
@@ -644,10 +763,15 @@ fn create_arguments_resolve_to_a_valid_spec_or_a_clear_error() {
         let Source::Command { argv } = &spec.launch.source else {
             return Err(TestCaseError::fail("an image spec from the local runtime"));
         };
-        prop_assert!(spec::check_exec(&argv[0]).is_ok(), "{:?}", argv);
-        prop_assert!(argv.len() <= spec::MAX_ITEMS + 2, "{} arguments", argv.len());
+        let exec = &argv[0];
+        prop_assert!(
+            !exec.trim().is_empty() && !exec.chars().any(|c| c.is_whitespace() || c.is_control()),
+            "{:?}",
+            argv
+        );
+        prop_assert!(argv.len() <= 256 + 2, "{} arguments", argv.len());
         for a in argv {
-            prop_assert!(spec::check_value(|| "arg".into(), a).is_ok());
+            prop_assert!(a.len() <= 65_536 && !a.contains('\0'));
         }
         if let Some(preset) = &spec.identity.preset {
             prop_assert!(live.presets.get(preset).is_some());
@@ -656,6 +780,11 @@ fn create_arguments_resolve_to_a_valid_spec_or_a_clear_error() {
         no_panics()
     });
     result.unwrap();
+    // The generator must reach the success path often enough for the checks above to mean
+    // something.
+    let cases = config().cases as usize;
+    let ok = resolved.load(Ordering::Relaxed);
+    assert!(ok * 5 >= cases, "only {ok} of {cases} generated requests resolved; the generator is too hostile");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -759,7 +888,9 @@ fn names_are_valid_and_unique_for_any_base() {
         Ok(())
     });
     result.unwrap();
-    // Many draws from one base never repeat.
+    // Many draws from one base almost never repeat: 200,000 draws from 36^8 suffixes collide
+    // about 0.007 times on average (birthday bound), so more than three collisions (odds about
+    // 1e-10) means the suffixes are not random enough; an exact count would fail 0.7% of runs.
     let draws: HashSet<String> = (0..200_000).map(|_| names::generate("time")).collect();
-    assert_eq!(draws.len(), 200_000);
+    assert!(draws.len() >= 200_000 - 3, "{} collisions in 200,000 names", 200_000 - draws.len());
 }
