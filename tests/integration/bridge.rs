@@ -7,9 +7,8 @@ use crate::support::*;
 
 /// Start `mcp-ephemeral bridge` on a free port; returns the process and its base URL.
 async fn start_bridge(command: &[&str]) -> (tokio::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = tokio::process::Command::new(BIN)
-        .args(["bridge", "--listen", &format!("127.0.0.1:{port}"), "--"])
+        .args(["bridge", "--listen", "127.0.0.1:0", "--"])
         .args(command)
         .env("npm_config_yes", "true")
         .stdin(Stdio::null())
@@ -18,13 +17,24 @@ async fn start_bridge(command: &[&str]) -> (tokio::process::Child, String) {
         .spawn()
         .expect("spawn bridge");
     let stderr = child.stderr.take().unwrap();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
+        let mut addr_tx = Some(addr_tx);
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             eprintln!("[bridge] {line}");
+            if let Some(addr) = bridge_listen_addr(&line)
+                && let Some(tx) = addr_tx.take()
+            {
+                let _ = tx.send(addr);
+            }
         }
     });
-    let base = format!("http://127.0.0.1:{port}");
+    let addr = tokio::time::timeout(Duration::from_secs(20), addr_rx)
+        .await
+        .expect("the bridge says where it listens within 20 s")
+        .expect("the bridge says where it listens");
+    let base = format!("http://{addr}");
     let http = reqwest::Client::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {

@@ -55,9 +55,8 @@ struct BridgeProc {
 
 impl BridgeProc {
     async fn start(mode: &str, flags: &[&str]) -> BridgeProc {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut child = tokio::process::Command::new(BIN)
-            .args(["bridge", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["bridge", "--listen", "127.0.0.1:0"])
             .args(flags)
             .args(["--", "python3", FIXTURE, mode])
             .stdin(Stdio::null())
@@ -68,21 +67,28 @@ impl BridgeProc {
             .expect("spawn bridge");
         let output = Arc::new(Mutex::new(Output::default()));
         let (stderr, out) = (child.stderr.take().unwrap(), output.clone());
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
+            let mut addr_tx = Some(addr_tx);
             let mut reader = BufReader::with_capacity(1 << 16, stderr);
             let mut line = Vec::new();
             while reader.read_until(b'\n', &mut line).await.is_ok_and(|n| n > 0) {
-                out.lock().unwrap().push(String::from_utf8_lossy(&line).trim_end());
+                let text = String::from_utf8_lossy(&line);
+                if let Some(addr) = bridge_listen_addr(&text)
+                    && let Some(tx) = addr_tx.take()
+                {
+                    let _ = tx.send(addr);
+                }
+                out.lock().unwrap().push(text.trim_end());
                 line.clear();
             }
         });
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http.get(format!("{base}/healthz")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "bridge not listening within 20 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // The bridge logs the port it bound once it listens.
+        let addr = tokio::time::timeout(Duration::from_secs(20), addr_rx)
+            .await
+            .expect("the bridge says where it listens within 20 s")
+            .expect("the bridge says where it listens");
+        let base = format!("http://{addr}");
         BridgeProc { child, base, output }
     }
 
@@ -290,9 +296,16 @@ async fn bridge_answers_a_call_whose_child_exits_with_its_exit_status() {
         let message = reply["error"]["message"].as_str().unwrap_or_else(|| panic!("an error: {reply}"));
         assert!(message.contains("exit code 42"), "{message}");
         assert_eq!(reply["error"]["code"], -32000);
-        // The session is over; the next request says so instead of hanging.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let (status, _, text) = raw.post(r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#).await;
+        // The session is over (forgotten as soon as the bridge has seen its child end); the next
+        // request says so instead of hanging.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (status, text) = loop {
+            let (status, _, text) = raw.post(r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#).await;
+            if text.contains("session not found") || Instant::now() > deadline {
+                break (status, text);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         assert_eq!(status, 404, "{text}");
         assert!(text.contains("session not found"), "{text}");
 
@@ -375,9 +388,14 @@ async fn bridge_logs_and_skips_garbage_on_stdout_while_replies_flow() {
         // …and so does the reply after a junk line longer than the 64 MiB line limit.
         let reply = raw.call(21, "big", json!({"size": 10, "junk_mb": 65})).await;
         assert_eq!(reply["result"]["content"][0]["text"], "bbbbbbbbbb");
-        // The session's child lives on, but not the buffer of the overlong line.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let rss = vm_kib(bridge.pid(), "VmRSS");
+        // The session's child lives on, but not the buffer of the overlong line (given back
+        // once the line is dropped: wait for it, bounded).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut rss = vm_kib(bridge.pid(), "VmRSS");
+        while rss >= baseline + 48 * 1024 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            rss = vm_kib(bridge.pid(), "VmRSS");
+        }
         assert!(rss < baseline + 48 * 1024, "RSS {rss} KiB after the junk, {baseline} KiB before");
         assert_eq!(raw.delete().await, 200);
 
@@ -694,8 +712,17 @@ async fn closed_sessions_leave_no_process_and_no_file_descriptor() {
         let bridge = BridgeProc::ready("exit-mid-call", &[]).await;
         let pid = bridge.pid();
         settle_processes(pid, 1, Duration::from_secs(5)).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let baseline = open_fds(pid);
+        // The baseline once the fd count holds still (the spare's pipes are open by then).
+        let mut baseline = open_fds(pid);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = open_fds(pid);
+            if now == baseline || Instant::now() > deadline {
+                break;
+            }
+            baseline = now;
+        }
 
         for round in 0..3 {
             // Streamable HTTP sessions: one ended by DELETE, one by its child exiting mid-call.
@@ -712,7 +739,23 @@ async fn closed_sessions_leave_no_process_and_no_file_descriptor() {
                 let body = json!({"jsonrpc": "2.0", "id": round, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
                 let r = tokio::time::timeout(CALL_LIMIT, http.post(&post).json(&body).send()).await.unwrap().unwrap();
                 assert_eq!(r.status(), 202);
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Close the stream once the call was answered on it (a result, or the error
+                // of the child's exit).
+                let mut stream = Box::pin(stream);
+                let id = format!("\"id\":{round}");
+                let answered = tokio::time::timeout(CALL_LIMIT, async {
+                    let mut seen = String::new();
+                    while let Some(Ok(chunk)) = stream.next().await {
+                        // Python's json writes `"id": 0`; the bridge passes the bytes on as they are.
+                        seen.push_str(&String::from_utf8_lossy(&chunk).replace(' ', ""));
+                        if seen.contains(&id) {
+                            return true;
+                        }
+                    }
+                    false
+                })
+                .await;
+                assert!(matches!(answered, Ok(true)), "the {tool} call was answered on the SSE stream");
                 drop(stream);
             }
         }

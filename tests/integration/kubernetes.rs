@@ -246,8 +246,8 @@ async fn progress_reaches_clients_that_asked_for_it() {
         let res =
             tokio::time::timeout(TEST_LIMIT, meta.client.call_tool(params)).await.expect("in time").expect("create");
         assert_ne!(res.is_error, Some(true), "{}", text(&res));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let progress = meta.client.service().progress.lock().unwrap().clone();
+        // Notifications may be handled after the response: wait for the last one.
+        let progress = meta.client.service().wait_for_progress("ready").await;
         assert!(progress.iter().any(|m| m.contains("scheduled")), "{progress:?}");
         assert!(progress.iter().any(|m| m.contains("ready")), "{progress:?}");
     })

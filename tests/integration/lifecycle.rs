@@ -219,8 +219,8 @@ async fn waiting_for_ready_reports_progress_to_clients_that_ask() {
         params.meta = Some(rmcp::model::RequestMetaObject::with_progress_token(token));
         let res = meta.call_tool(params).await.expect("create");
         assert_ne!(res.is_error, Some(true), "{}", text(&res));
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let progress = meta.service().progress.lock().unwrap().clone();
+        // Notifications may be handled after the response: wait for the last one.
+        let progress = meta.service().wait_for_progress("ready").await;
         assert!(progress.iter().any(|m| m.contains("waiting for initialize")), "{progress:?}");
         assert!(progress.iter().any(|m| m.contains("ready")), "{progress:?}");
         let _ = meta.cancel().await;

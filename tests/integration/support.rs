@@ -30,11 +30,17 @@ pub struct Recorder {
     changes: Arc<watch::Sender<usize>>,
     /// Messages of the `notifications/progress` received.
     pub progress: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Bumped with every progress notification.
+    progress_seen: Arc<watch::Sender<usize>>,
 }
 
 impl Default for Recorder {
     fn default() -> Self {
-        Recorder { changes: Arc::new(watch::channel(0).0), progress: Arc::default() }
+        Recorder {
+            changes: Arc::new(watch::channel(0).0),
+            progress: Arc::default(),
+            progress_seen: Arc::new(watch::channel(0).0),
+        }
     }
 }
 
@@ -51,6 +57,21 @@ impl Recorder {
             .expect("tools/list_changed notification within 10 s")
             .expect("recorder alive");
     }
+
+    /// Wait (at most 5 s) until a progress message containing `text` arrived; the messages.
+    pub async fn wait_for_progress(&self, text: &str) -> Vec<String> {
+        let mut rx = self.progress_seen.subscribe();
+        let arrived = |p: &Recorder| p.progress.lock().unwrap().iter().any(|m| m.contains(text));
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while !arrived(self) {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        self.progress.lock().unwrap().clone()
+    }
 }
 
 impl ClientHandler for Recorder {
@@ -64,6 +85,7 @@ impl ClientHandler for Recorder {
         _context: NotificationContext<RoleClient>,
     ) {
         self.progress.lock().unwrap().push(params.message.unwrap_or_default());
+        self.progress_seen.send_modify(|n| *n += 1);
     }
 }
 
@@ -336,6 +358,16 @@ impl Drop for TreeWatch {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// The address in a `mcp-ephemeral bridge` "listening" log line. Bridges in tests listen on
+/// port 0 and report the port they got, so no test races another for a free port.
+pub fn bridge_listen_addr(line: &str) -> Option<String> {
+    if !line.contains("bridge listening") {
+        return None;
+    }
+    let addr = line.split_whitespace().find_map(|w| w.strip_prefix("addr="))?;
+    Some(addr.trim_matches('"').to_string())
 }
 
 /// The command line of a process, for failure messages.
