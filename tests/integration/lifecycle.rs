@@ -278,3 +278,104 @@ async fn a_warm_pool_hands_out_a_ready_server_once_and_refills() {
     .await
     .expect("test finished in time");
 }
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/faulty_server.py");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_cancelled_by_the_client_leaves_a_listed_server_and_a_working_meta_server() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (meta, pid) = meta_stdio(&["--ready-timeout", "60s"]).await;
+        // A server that never answers initialize: the wait would take the whole minute.
+        let args = json!({"runtime_exec": "python3", "runtime_mcp": FIXTURE, "runtime_args": ["no-init"], "wait_for_ready": true});
+        let params = rmcp::model::CallToolRequestParams::new("create_mcp_server")
+            .with_arguments(args.as_object().unwrap().clone());
+        // Dropping the call sends notifications/cancelled.
+        let cancelled = tokio::time::timeout(std::time::Duration::from_millis(1500), meta.call_tool(params)).await;
+        assert!(cancelled.is_err(), "the create should still be waiting: {cancelled:?}");
+        let list = call_ok(&meta, "list_mcp_servers", json!({})).await;
+        let servers = list["servers"].as_array().unwrap();
+        assert_eq!(servers.len(), 1, "the server the cancelled create started is listed: {list}");
+        assert_eq!(servers[0]["phase"], "Starting", "{list}");
+        let job = servers[0]["job_name"].as_str().unwrap().to_string();
+        let processes = snapshot(pid);
+        let deleted = call_ok(&meta, "delete_mcp_server", json!({"job_name": job, "wait_for_deletion": true})).await;
+        assert_eq!(deleted["phase"], "Deleted");
+        let left = wait_gone(&processes, std::time::Duration::from_secs(5)).await;
+        assert!(left.is_empty(), "left behind: {:?}", cmdlines(&left));
+        let _ = meta.cancel().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_without_waiting_answers_terminating_and_the_processes_still_go() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (meta, pid) = meta_stdio(&[]).await;
+        let args =
+            json!({"runtime_exec": "python3", "runtime_mcp": FIXTURE, "runtime_args": ["ok"], "wait_for_ready": true});
+        let server = call_ok(&meta, "create_mcp_server", args).await;
+        let processes = snapshot(pid);
+        assert!(!processes.is_empty());
+        let deleted = call_ok(&meta, "delete_mcp_server", json!({"job_name": server["job_name"]})).await;
+        assert_eq!((deleted["phase"].as_str(), deleted["already_gone"].as_bool()), (Some("Terminating"), Some(false)));
+        let list = call_ok(&meta, "list_mcp_servers", json!({})).await;
+        assert_eq!(list["servers"].as_array().unwrap().len(), 0, "gone from the list at once: {list}");
+        let left = wait_gone(&processes, std::time::Duration::from_secs(5)).await;
+        assert!(left.is_empty(), "left behind: {:?}", cmdlines(&left));
+        let _ = meta.cancel().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_meta_server_leaves_no_child_behind() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (meta, pid) = meta_stdio(&[]).await;
+        call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
+        let args =
+            json!({"runtime_exec": "python3", "runtime_mcp": FIXTURE, "runtime_args": ["ok"], "wait_for_ready": true});
+        call_ok(&meta, "create_mcp_server", args).await;
+        let processes = snapshot(pid);
+        assert!(processes.len() >= 4, "two servers, each a probe-less spare at least: {:?}", cmdlines(&processes));
+        // No shutdown code runs: only PR_SET_PDEATHSIG and the process groups stand between the
+        // children and a leak.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let left = wait_gone(&processes, std::time::Duration::from_secs(5)).await;
+        assert!(left.is_empty(), "outlived a SIGKILLed meta server: {:?}", cmdlines(&left));
+        drop(meta);
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presets_dir_adds_presets_and_overrides_built_in_ones() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let dir = std::env::temp_dir().join(format!("mcp-ephemeral-presets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mine = format!(
+            "name = \"mine\"\ndescription = \"the fixture, as a preset\"\nruntime_exec = \"python3\"\n\
+             runtime_mcp = \"{FIXTURE}\"\nruntime_args = [\"ok\"]\n"
+        );
+        std::fs::write(dir.join("mine.toml"), mine).unwrap();
+        let time = "name = \"time\"\ndescription = \"overridden\"\nruntime_exec = \"uvx\"\nruntime_mcp = \"mcp-server-time\"\n";
+        std::fs::write(dir.join("time.toml"), time).unwrap();
+        let (meta, _) = meta_stdio(&["--presets-dir", dir.to_str().unwrap()]).await;
+        let presets = call_ok(&meta, "list_presets", json!({})).await;
+        let find = |name: &str| presets["presets"].as_array().unwrap().iter().find(|p| p["name"] == name).cloned();
+        assert!(find("mine").is_some(), "{presets}");
+        assert_eq!(find("time").unwrap()["description"], "overridden", "{presets}");
+        assert!(find("everything").is_some(), "the other built-in presets stay");
+        let server = call_ok(&meta, "create_mcp_server", json!({"preset": "mine", "wait_for_ready": true})).await;
+        assert_eq!((server["phase"].as_str(), server["preset"].as_str()), (Some("Ready"), Some("mine")));
+        let session = connect_http(server["urls"]["mcp"].as_str().unwrap()).await;
+        assert_eq!(text(&call(&session, "echo", json!({"message": "from a preset file"})).await), "from a preset file");
+        let _ = session.cancel().await;
+        let _ = meta.cancel().await;
+        std::fs::remove_dir_all(&dir).ok();
+    })
+    .await
+    .expect("test finished in time");
+}
