@@ -329,22 +329,57 @@ async fn delete_without_waiting_answers_terminating_and_the_processes_still_go()
     .expect("test finished in time");
 }
 
+/// Start a meta server with a well-behaved server and one that ignores stdin EOF and SIGTERM
+/// (and starts a grandchild that does too), SIGKILL the meta server, and return what was
+/// running before (children, grandchildren).
+async fn sigkill_meta_with_stubborn_servers() -> Vec<Seen> {
+    let (meta, pid) = meta_stdio(&[]).await;
+    call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
+    let args = json!({"runtime_exec": "python3", "runtime_mcp": FIXTURE, "runtime_args": ["ignore-sigterm"],
+                      "wait_for_ready": true});
+    call_ok(&meta, "create_mcp_server", args).await;
+    let grandchild = |p: &[Seen]| p.iter().any(|p| cmdline(p.pid).contains("faulty-grandchild"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut processes = snapshot(pid);
+    while !grandchild(&processes) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        processes = snapshot(pid);
+    }
+    assert!(grandchild(&processes), "the spare's grandchild runs: {:?}", cmdlines(&processes));
+    // No shutdown code runs now: only what the kernel does for us stands between the children
+    // and a leak.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    drop(meta);
+    processes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigkilled_meta_server_leaves_no_child_behind() {
+async fn a_sigkilled_meta_server_leaves_none_of_its_children_behind() {
     tokio::time::timeout(TEST_LIMIT, async {
-        let (meta, pid) = meta_stdio(&[]).await;
-        call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
-        let args =
-            json!({"runtime_exec": "python3", "runtime_mcp": FIXTURE, "runtime_args": ["ok"], "wait_for_ready": true});
-        call_ok(&meta, "create_mcp_server", args).await;
-        let processes = snapshot(pid);
-        assert!(processes.len() >= 4, "two servers, each a probe-less spare at least: {:?}", cmdlines(&processes));
-        // No shutdown code runs: only PR_SET_PDEATHSIG and the process groups stand between the
-        // children and a leak.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        let left = wait_gone(&processes, std::time::Duration::from_secs(5)).await;
+        let processes = sigkill_meta_with_stubborn_servers().await;
+        let (grandchildren, children): (Vec<Seen>, Vec<Seen>) =
+            processes.iter().partition(|p| cmdline(p.pid).contains("faulty-grandchild"));
+        // The stubborn child ignores EOF and SIGTERM: only PR_SET_PDEATHSIG ends it.
+        let left = wait_gone(&children, std::time::Duration::from_secs(5)).await;
+        for p in &grandchildren {
+            unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
+        }
         assert!(left.is_empty(), "outlived a SIGKILLed meta server: {:?}", cmdlines(&left));
-        drop(meta);
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known leak: PR_SET_PDEATHSIG reaches a server's own process only, so a grandchild that ignores SIGTERM outlives a SIGKILLed meta server (a fix needs a watchdog per process group)"]
+async fn a_sigkilled_meta_server_leaves_no_grandchild_behind() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let processes = sigkill_meta_with_stubborn_servers().await;
+        let left = wait_gone(&processes, std::time::Duration::from_secs(5)).await;
+        for p in &left {
+            unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
+        }
+        assert!(left.is_empty(), "outlived a SIGKILLed meta server: {:?}", cmdlines(&left));
     })
     .await
     .expect("test finished in time");
