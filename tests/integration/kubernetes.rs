@@ -27,13 +27,13 @@ const NS: &str = "mcp-test";
 const SECRET: &str = "s3cr3t-value-42";
 
 /// A fake cluster and a kubeconfig pointing at it.
-struct Cluster {
-    fake: FakeKube,
-    kubeconfig: PathBuf,
+pub(crate) struct Cluster {
+    pub(crate) fake: FakeKube,
+    pub(crate) kubeconfig: PathBuf,
     _dir: TempDir,
 }
 
-async fn cluster(config: FakeConfig) -> Cluster {
+pub(crate) async fn cluster(config: FakeConfig) -> Cluster {
     let fake = FakeKube::start(config).await;
     let dir = TempDir::new();
     let kubeconfig = fake.write_kubeconfig(&dir.0, NS);
