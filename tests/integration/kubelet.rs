@@ -263,3 +263,81 @@ async fn with_a_slow_kubelet_the_meta_servers_own_readyz_check_through_a_tunnel_
     })
     .await;
 }
+
+/// A Job of `sh` containers, straight through the kube client (no meta server).
+fn sh_job(name: &str, init: &str, main: &str) -> k8s_openapi::api::batch::v1::Job {
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": { "backoffLimit": 0, "template": { "spec": {
+            "restartPolicy": "Never",
+            "initContainers": [{ "name": "init", "image": "busybox", "command": ["sh", "-c", init] }],
+            "containers": [{ "name": "main", "image": "busybox", "command": ["sh", "-c", main] }],
+        }}},
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_kubelet_reports_exit_codes_init_failures_and_log_lines_like_a_kubelet() {
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::api::{Api, LogParams, PostParams};
+    within(async {
+        let c = process_cluster().await;
+        let jobs: Api<Job> = Api::namespaced(c.fake.client(NS), NS);
+        let pods: Api<Pod> = Api::namespaced(c.fake.client(NS), NS);
+        let pp = PostParams::default();
+        jobs.create(&pp, &sh_job("crash", "echo init-ran", "echo one; echo two; echo three >&2; exit 3"))
+            .await
+            .unwrap();
+        jobs.create(&pp, &sh_job("bad-init", "exit 7", "echo never")).await.unwrap();
+        let failed = |f: &FakeKube, job: &str| {
+            f.objects::<Pod>(NS).into_iter().any(|p| {
+                p.metadata.name.as_deref().is_some_and(|n| n.starts_with(&format!("{job}-")))
+                    && p.status.and_then(|s| s.phase).as_deref() == Some("Failed")
+            })
+        };
+        assert!(c.fake.wait_until(Duration::from_secs(10), |f| failed(f, "crash") && failed(f, "bad-init")).await);
+
+        let crash = pod_of(&c.fake, "crash");
+        let main = &crash.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
+        let t = main.state.as_ref().unwrap().terminated.as_ref().expect("terminated");
+        assert_eq!((t.exit_code, t.reason.as_deref(), main.restart_count), (3, Some("Error"), 0));
+        let name = crash.metadata.name.clone().unwrap();
+        let all = pods.logs(&name, &LogParams { container: Some("main".into()), ..Default::default() }).await.unwrap();
+        for line in ["one", "two", "three"] {
+            assert!(all.lines().any(|l| l == line), "{all:?}");
+        }
+        let tail = pods.logs(&name, &LogParams { tail_lines: Some(1), ..Default::default() }).await.unwrap();
+        assert_eq!(tail.lines().count(), 1, "{tail:?}");
+        let init = pods.logs(&name, &LogParams { container: Some("init".into()), ..Default::default() }).await.unwrap();
+        assert_eq!(init, "init-ran\n");
+
+        let bad = pod_of(&c.fake, "bad-init");
+        let status = bad.status.clone().unwrap();
+        let init = &status.init_container_statuses.as_ref().unwrap()[0];
+        let t = init.state.as_ref().unwrap().terminated.as_ref().expect("init terminated");
+        assert_eq!((t.exit_code, t.reason.as_deref()), (7, Some("Error")));
+        assert_eq!(condition_time(&bad, "Initialized").map(|c| c.0).as_deref(), Some("False"));
+        let main = &status.container_statuses.as_ref().unwrap()[0];
+        assert!(main.state.as_ref().unwrap().waiting.is_some(), "the main container never started: {main:?}");
+        assert!(
+            !c.fake
+                .started_processes()
+                .iter()
+                .any(|p| p.pod == bad.metadata.name.clone().unwrap() && p.launch.container == "main")
+        );
+        let jobs_failed = c
+            .fake
+            .wait_until(Duration::from_secs(5), |f| {
+                f.objects::<Job>(NS).iter().all(|j| {
+                    j.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed"))
+                })
+            })
+            .await;
+        assert!(jobs_failed, "the Job controller turns the failed pods into failed Jobs");
+    })
+    .await;
+}

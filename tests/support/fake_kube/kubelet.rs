@@ -1,8 +1,9 @@
-//! The simulated scheduler + kubelet of one node (`fake-node`): each managed pod walks Pending →
+//! The scripted scheduler + kubelet of one node (`fake-node`): each managed pod walks Pending →
 //! scheduled → ContainerCreating → Running → Ready after configurable delays, or follows the
 //! failure script its image/command picks, with the core/v1 Events the real components emit.
 //! Missing Secrets referenced by `envFrom`/`env`/volumes block the pod until they appear.
-//! Also serves `pods/{name}/log` with the kubelet's answers for containers that are not running.
+//! Also serves `pods/{name}/log` (for both kubelets) with the kubelet's answers for containers
+//! that are not running. The process kubelet (`process_kubelet.rs`) is the other choice.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 

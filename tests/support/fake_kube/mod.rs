@@ -4,13 +4,21 @@
 //! scheduler + kubelet with failure scripts, garbage collector) so that a kube client sees what
 //! it would see against a cluster. Faults can be injected at run time.
 //!
-//! Not modelled: port-forward/exec/attach (answered 501 and recorded); authentication and RBAC
-//! (everything is allowed unless a fault says 403); admission webhooks, quotas, more than one
-//! node; `resourceVersion` on GET/list (always the latest state) and list snapshots across pages;
-//! server-side apply field ownership (apply = merge patch that may create); protobuf and Table
-//! output; `follow=true` logs (the current lines, then the response ends); event deduplication
-//! (`count` stays 1); the job-tracking pod finalizer; containers are not marked terminated when a
-//! pod is deleted (it just goes after its grace delay). Timing is wall-clock (tokio time), with
+//! Two kubelets, chosen per fake: the scripted one (`kubelet.rs`, the default) walks pods through
+//! their states after fixed delays or a failure `Script`; the process kubelet
+//! (`FakeConfig::processes(Programs)`, `process_kubelet.rs`) runs the containers as real local
+//! processes on loopback pod IPs, probes them for real and serves `pods/portforward` as the
+//! kube client's websocket to them (`portforward.rs`). README.md lists which tests use which and
+//! the process kubelet's test seams.
+//!
+//! Not modelled: exec/attach, and port-forward to scripted pods (answered 501 and recorded);
+//! authentication and RBAC (everything is allowed unless a fault says 403); admission webhooks,
+//! quotas, more than one node; `resourceVersion` on GET/list (always the latest state) and list
+//! snapshots across pages; server-side apply field ownership (apply = merge patch that may
+//! create); protobuf and Table output; `follow=true` logs (the current lines, then the response
+//! ends); event deduplication (`count` stays 1); the job-tracking pod finalizer; scripted pods'
+//! containers are not marked terminated when a pod is deleted (it just goes after its grace
+//! delay). Timing is wall-clock (tokio time), with
 //! small default delays (`Delays`).
 //!
 //! Behaviours worth knowing: a DELETE answers like the real registry, with the object for pods,
