@@ -29,13 +29,13 @@ const KUBE_TEST_LIMIT: Duration = Duration::from_secs(90);
 const SECRET: &str = "s3cr3t-value-42";
 
 /// A fake cluster and a kubeconfig pointing at it.
-struct Cluster {
-    fake: FakeKube,
-    kubeconfig: PathBuf,
+pub(crate) struct Cluster {
+    pub(crate) fake: FakeKube,
+    pub(crate) kubeconfig: PathBuf,
     _dir: TempDir,
 }
 
-async fn cluster(config: FakeConfig) -> Cluster {
+pub(crate) async fn cluster(config: FakeConfig) -> Cluster {
     let fake = FakeKube::start(config).await;
     let dir = TempDir::new();
     let kubeconfig = fake.write_kubeconfig(&dir.0, NS);

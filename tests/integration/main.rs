@@ -18,6 +18,8 @@ mod fake_kube_selftest;
 /// Misbehaving servers (exit mid-call, stdout garbage, no initialize, stderr flood, SIGTERM
 /// ignored): clear errors, no hang, no leak.
 mod faults;
+/// The fake's process kubelet: pods as real processes, real probes, real port-forward tunnels.
+mod kubelet;
 /// `serve --runtime kubernetes` against the fake API server: objects, readiness, faults, restarts.
 mod kubernetes;
 /// create → connect over streamable HTTP and SSE → call → list → delete, over stdio and HTTP.

@@ -2,7 +2,8 @@
 //! their dependents (by ownerReference uid) with them; `foregroundDeletion` removes the owner
 //! once its dependents are gone; `orphan` strips the ownerReferences to it; objects whose owners
 //! no longer exist are collected; namespaces being deleted are emptied; terminating pods are
-//! removed when their grace delay is over.
+//! removed when their grace delay is over
+//! and their processes (process kubelet) are gone.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -168,7 +169,7 @@ pub(crate) fn pass(store: &mut Store, now: Instant) -> Option<Instant> {
     let terminating: Vec<(Key, String)> = store
         .list(pods_rt.id(), None)
         .into_iter()
-        .filter(|(_, p)| deleting(p) && finalizers(p).is_empty())
+        .filter(|(_, p)| deleting(p) && finalizers(p).is_empty() && !store.held.contains(uid_of(p)))
         .map(|(k, p)| (k.clone(), uid_of(p).to_string()))
         .collect();
     for (key, uid) in terminating {

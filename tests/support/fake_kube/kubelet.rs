@@ -1,8 +1,9 @@
-//! The simulated scheduler + kubelet of one node (`fake-node`): each managed pod walks Pending →
+//! The scripted scheduler + kubelet of one node (`fake-node`): each managed pod walks Pending →
 //! scheduled → ContainerCreating → Running → Ready after configurable delays, or follows the
 //! failure script its image/command picks, with the core/v1 Events the real components emit.
 //! Missing Secrets referenced by `envFrom`/`env`/volumes block the pod until they appear.
-//! Also serves `pods/{name}/log` with the kubelet's answers for containers that are not running.
+//! Also serves `pods/{name}/log` (for both kubelets) with the kubelet's answers for containers
+//! that are not running. The process kubelet (`process_kubelet.rs`) is the other choice.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -57,6 +58,9 @@ pub struct Delays {
     pub pod_grace: Duration,
     /// How long a deleted namespace stays Terminating (with its objects) before it is emptied.
     pub namespace_cleanup: Duration,
+    /// Process kubelet only: how long after a readiness probe's verdict changes the pod shows it
+    /// (the real kubelet's status sync lag). The scripted kubelet uses `ready` instead.
+    pub probe_lag: Duration,
 }
 
 impl Default for Delays {
@@ -69,6 +73,7 @@ impl Default for Delays {
             backoff: Duration::from_millis(100),
             pod_grace: Duration::from_millis(50),
             namespace_cleanup: Duration::from_millis(300),
+            probe_lag: Duration::ZERO,
         }
     }
 }
@@ -76,7 +81,7 @@ impl Default for Delays {
 pub(crate) const NODE: &str = "fake-node";
 const HOST_IP: &str = "172.18.0.2";
 
-fn pods_type() -> &'static discovery::ResourceType {
+pub(crate) fn pods_type() -> &'static discovery::ResourceType {
     discovery::by_resource("", "pods").expect("pods type")
 }
 
@@ -99,7 +104,7 @@ pub(crate) fn pick_script(rules: &[(String, Script)], pod: &Value) -> Script {
         .map_or(Script::Ready, |(_, s)| s.clone())
 }
 
-fn hex(n: usize) -> String {
+pub(crate) fn hex(n: usize) -> String {
     let mut rng = rand::rng();
     (0..n).map(|_| format!("{:x}", rng.random_range(0..16u8))).collect()
 }
@@ -163,7 +168,7 @@ pub(crate) fn emit_event_at(
     store.insert_new(rt, &ns, ev, false);
 }
 
-fn set_condition(pod: &mut Value, type_: &str, status: bool, reason: Option<&str>, message: Option<&str>) {
+pub(crate) fn set_condition(pod: &mut Value, type_: &str, status: bool, reason: Option<&str>, message: Option<&str>) {
     let status_s = if status { "True" } else { "False" };
     if !pod["status"]["conditions"].is_array() {
         pod["status"]["conditions"] = json!([]);
@@ -328,7 +333,7 @@ impl PodSim {
 }
 
 /// A Secret the pod needs that does not exist: (blocks container creation (env) or the volume mount).
-fn missing_secret(store: &Store, ns: &str, pod: &Value) -> Option<(bool, String, String)> {
+pub(crate) fn missing_secret(store: &Store, ns: &str, pod: &Value) -> Option<(bool, String, String)> {
     let secrets = discovery::by_resource("", "secrets").expect("secrets type");
     let exists = |name: &str| store.get(&Key::new(secrets, ns, name)).cloned();
     for v in pod["spec"]["volumes"].as_array().into_iter().flatten() {
@@ -678,15 +683,19 @@ pub(crate) fn logs(shared: &Arc<Shared>, ns: &str, name: &str, query: &HashMap<S
             .response();
         }
     };
-    if !containers.contains(&container.as_str()) {
+    let init: Vec<&str> =
+        pod["spec"]["initContainers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+    if !containers.contains(&container.as_str()) && !init.contains(&container.as_str()) {
         return ApiError::bad_request(format!("container {container} is not valid for pod {name}")).response();
     }
     if pod["spec"]["nodeName"].as_str().is_none_or(str::is_empty) {
         return ApiError::bad_request(format!("pod {name} does not have a host assigned")).response();
     }
-    let status = pod["status"]["containerStatuses"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == container.as_str()))
+    let status = ["containerStatuses", "initContainerStatuses"]
+        .iter()
+        .filter_map(|field| pod["status"][*field].as_array())
+        .flatten()
+        .find(|c| c["name"] == container.as_str())
         .cloned()
         .unwrap_or(Value::Null);
     let previous = query.get("previous").is_some_and(|p| p == "true");
@@ -704,7 +713,7 @@ pub(crate) fn logs(shared: &Arc<Shared>, ns: &str, name: &str, query: &HashMap<S
             }
         }
     } else if state.get("running").is_some() || state.get("terminated").is_some() {
-        logs.current
+        logs.by_container.get(&container).cloned().unwrap_or(logs.current)
     } else if has_last {
         logs.previous.unwrap_or_default()
     } else if let Some(w) = state.get("waiting") {

@@ -4,13 +4,21 @@
 //! scheduler + kubelet with failure scripts, garbage collector) so that a kube client sees what
 //! it would see against a cluster. Faults can be injected at run time.
 //!
-//! Not modelled: port-forward/exec/attach (answered 501 and recorded); authentication and RBAC
-//! (everything is allowed unless a fault says 403); admission webhooks, quotas, more than one
-//! node; `resourceVersion` on GET/list (always the latest state) and list snapshots across pages;
-//! server-side apply field ownership (apply = merge patch that may create); protobuf and Table
-//! output; `follow=true` logs (the current lines, then the response ends); event deduplication
-//! (`count` stays 1); the job-tracking pod finalizer; containers are not marked terminated when a
-//! pod is deleted (it just goes after its grace delay). Timing is wall-clock (tokio time), with
+//! Two kubelets, chosen per fake: the scripted one (`kubelet.rs`, the default) walks pods through
+//! their states after fixed delays or a failure `Script`; the process kubelet
+//! (`FakeConfig::processes(Programs)`, `process_kubelet.rs`) runs the containers as real local
+//! processes on loopback pod IPs, probes them for real and serves `pods/portforward` as the
+//! kube client's websocket to them (`portforward.rs`). README.md lists which tests use which and
+//! the process kubelet's test seams.
+//!
+//! Not modelled: exec/attach, and port-forward to scripted pods (answered 501 and recorded);
+//! authentication and RBAC (everything is allowed unless a fault says 403); admission webhooks,
+//! quotas, more than one node; `resourceVersion` on GET/list (always the latest state) and list
+//! snapshots across pages; server-side apply field ownership (apply = merge patch that may
+//! create); protobuf and Table output; `follow=true` logs (the current lines, then the response
+//! ends); event deduplication (`count` stays 1); the job-tracking pod finalizer; scripted pods'
+//! containers are not marked terminated when a pod is deleted (it just goes after its grace
+//! delay). Timing is wall-clock (tokio time), with
 //! small default delays (`Delays`).
 //!
 //! Behaviours worth knowing: a DELETE answers like the real registry, with the object for pods,
@@ -41,6 +49,11 @@ mod gc;
 mod jobs;
 mod kubelet;
 mod patch;
+mod portforward;
+mod probe;
+mod process_kubelet;
+mod processes;
+mod programs;
 mod routes;
 mod selectors;
 mod status;
@@ -62,6 +75,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use faults::Faults;
 pub use kubelet::{Delays, Script};
+pub use processes::{ProbeRecord, StartedProcess};
+pub use programs::Programs;
 pub use routes::RequestRecord;
 
 use store::{Key, Store};
@@ -81,6 +96,9 @@ pub struct FakeConfig {
     pub history_limit: usize,
     /// How often a watch with `allowWatchBookmarks=true` gets a BOOKMARK.
     pub bookmark_interval: Duration,
+    /// Run pods' containers as local processes (the process kubelet) instead of following
+    /// scripts; `rules` and `default_logs` are then unused.
+    pub processes: Option<Programs>,
 }
 
 impl Default for FakeConfig {
@@ -92,6 +110,7 @@ impl Default for FakeConfig {
             default_logs: vec!["mcp-ephemeral bridge listening on 0.0.0.0:8080".into()],
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(1),
+            processes: None,
         }
     }
 }
@@ -115,6 +134,12 @@ impl FakeConfig {
         self.delays = delays;
         self
     }
+
+    /// Use the process kubelet: containers run as local processes, mapped through `programs`.
+    pub fn processes(mut self, programs: Programs) -> Self {
+        self.processes = Some(programs);
+        self
+    }
 }
 
 /// Settings the kubelet and controllers read at the moment they need them.
@@ -122,6 +147,7 @@ pub(crate) struct Sim {
     pub delays: Delays,
     pub rules: Vec<(String, Script)>,
     pub default_logs: Vec<String>,
+    pub programs: Option<Programs>,
 }
 
 pub(crate) struct Shared {
@@ -134,6 +160,8 @@ pub(crate) struct Shared {
     pub cancel: CancellationToken,
     pub addr: std::net::SocketAddr,
     pub bookmark_interval: Duration,
+    /// The process kubelet's processes, pod networks, probes and tunnels.
+    pub processes: processes::Registry,
 }
 
 impl Shared {
@@ -152,8 +180,14 @@ impl Shared {
             }
             newer
         });
-        for (ns, name, uid) in new_pods {
-            self.spawn(kubelet::run_pod(self.clone(), ns, name, uid));
+        if !new_pods.is_empty() {
+            let programs = self.sim.lock().expect("sim lock").programs.clone();
+            for (ns, name, uid) in new_pods {
+                match &programs {
+                    Some(p) => self.spawn(process_kubelet::run_pod(self.clone(), ns, name, uid, p.clone())),
+                    None => self.spawn(kubelet::run_pod(self.clone(), ns, name, uid)),
+                }
+            }
         }
         r
     }
@@ -181,6 +215,7 @@ pub struct FakeKube {
 impl Drop for FakeKube {
     fn drop(&mut self) {
         self.shared.cancel.cancel();
+        self.shared.processes.kill_all();
     }
 }
 
@@ -233,10 +268,16 @@ impl FakeKube {
             changes: tokio_watch::channel(0).0,
             faults: Faults::default(),
             requests: Mutex::new(Vec::new()),
-            sim: Mutex::new(Sim { delays: config.delays, rules: config.rules, default_logs: config.default_logs }),
+            sim: Mutex::new(Sim {
+                delays: config.delays,
+                rules: config.rules,
+                default_logs: config.default_logs,
+                programs: config.processes,
+            }),
             cancel: CancellationToken::new(),
             addr,
             bookmark_interval: config.bookmark_interval,
+            processes: processes::Registry::default(),
         });
         let fake = FakeKube { shared: shared.clone(), url: format!("http://{addr}") };
         fake.add_namespace("default");
@@ -395,6 +436,22 @@ impl FakeKube {
 
     pub fn clear_requests(&self) {
         self.shared.requests.lock().expect("requests lock").clear();
+    }
+
+    /// Every readiness probe the process kubelet ran, in order.
+    pub fn probes(&self) -> Vec<ProbeRecord> {
+        self.shared.processes.probes()
+    }
+
+    /// Every container process the process kubelet started, in order: pod, command, pid.
+    pub fn started_processes(&self) -> Vec<StartedProcess> {
+        self.shared.processes.started()
+    }
+
+    /// How many port-forward connections to a pod were opened (one per forwarded port of each
+    /// `pods/portforward` request that reached its pod).
+    pub fn tunnels_opened(&self) -> usize {
+        self.shared.processes.tunnels.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The current (latest) resourceVersion.

@@ -235,6 +235,11 @@ async fn handle(
             }
         }
         ("get", Some("log")) => super::kubelet::logs(shared, &ns, t.name.as_deref().unwrap_or_default(), query),
+        ("get", Some("portforward"))
+            if super::portforward::serves(shared, &ns, t.name.as_deref().unwrap_or_default()) =>
+        {
+            super::portforward::upgrade(shared, &ns, t.name.as_deref().unwrap_or_default(), query, req)
+        }
         (
             _,
             Some(

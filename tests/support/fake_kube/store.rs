@@ -57,6 +57,9 @@ pub(crate) struct Change {
 pub(crate) struct PodLogs {
     pub current: Vec<String>,
     pub previous: Option<Vec<String>>,
+    /// Lines by container name, from the process kubelet (which runs init containers too);
+    /// empty for scripted pods, whose containers share `current`.
+    pub by_container: HashMap<String, Vec<String>>,
 }
 
 /// The PATCH content types.
@@ -108,6 +111,9 @@ pub(crate) struct Store {
     pub managed: HashSet<String>,
     /// Pods in their grace period: uid → when they are removed.
     pub terminating: HashMap<String, Instant>,
+    /// Terminating pods whose processes still run (process kubelet): the garbage collector keeps
+    /// them until the kubelet lets go, as the API server waits for the kubelet's final delete.
+    pub held: HashSet<String>,
     /// Managed pods created since the last drain: (namespace, name, uid), for the kubelet to start.
     pub new_pods: Vec<(String, String, String)>,
     /// How long a pod stays terminating after a graceful delete (capped by its grace period).
@@ -203,6 +209,7 @@ impl Store {
             managed: HashSet::new(),
             terminating: HashMap::new(),
             new_pods: Vec::new(),
+            held: HashSet::new(),
             pod_grace,
             namespace_cleanup,
             next_pod_ip: 0,
@@ -326,6 +333,7 @@ impl Store {
         self.uids.remove(&uid);
         self.managed.remove(&uid);
         self.terminating.remove(&uid);
+        self.held.remove(&uid);
         self.logs.remove(&uid);
         self.record(key, ChangeType::Deleted, &obj, None);
         Some(obj)

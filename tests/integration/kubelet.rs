@@ -1,0 +1,343 @@
+//! `serve --runtime kubernetes` against the fake API server with its process kubelet: the pods'
+//! containers are real processes (the built bridge, `uvx mcp-server-time`), their readiness
+//! probes hit the real `/readyz`, and the gateway reaches them through real port-forward
+//! tunnels. A wrong probe path or port, a bridge bound to 127.0.0.1, or a tunnel to the wrong
+//! port fails here, where the scripted kubelet would pass.
+
+use std::{
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::Pod;
+use rmcp::{ServiceExt, transport::TokioChildProcess};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::{
+    fake_kube::{Delays, FakeConfig, FakeKube, Programs},
+    kubernetes::{Cluster, cluster},
+    support::*,
+};
+
+const NS: &str = "mcp-test";
+/// Each test takes a few seconds; a hang fails at this limit instead of stalling CI.
+const LIMIT: Duration = Duration::from_secs(45);
+
+/// The image's programs: the bridge is the binary under test.
+fn programs() -> Programs {
+    Programs::new().program("mcp-ephemeral", BIN).program("/usr/local/bin/mcp-ephemeral", BIN)
+}
+
+async fn process_cluster() -> Cluster {
+    cluster(FakeConfig::new(NS).processes(programs())).await
+}
+
+/// The meta server on stdio against `c`, with `env` added; its stderr is echoed and kept.
+async fn meta(c: &Cluster, env: &[(&str, &str)]) -> (Client, Arc<Mutex<Vec<String>>>) {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["serve", "--runtime", "kubernetes", "--ready-timeout", "25s"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("MCP_EPHEMERAL_LOG", "mcp_ephemeral=debug");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let (transport, stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::piped()).spawn().expect("spawn meta");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let kept = logs.clone();
+    let mut lines = BufReader::new(stderr.expect("stderr")).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[meta-kube] {line}");
+            kept.lock().unwrap().push(line);
+        }
+    });
+    (Recorder::default().serve(transport).await.expect("initialize the meta server"), logs)
+}
+
+async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(LIMIT, f).await.expect("the test finished within its time limit")
+}
+
+/// The pod of `job`.
+fn pod_of(fake: &FakeKube, job: &str) -> Pod {
+    fake.objects::<Pod>(NS)
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref().is_some_and(|n| n.starts_with(&format!("{job}-"))))
+        .unwrap_or_else(|| panic!("a pod of {job}"))
+}
+
+fn condition_time(pod: &Pod, type_: &str) -> Option<(String, String)> {
+    let c = pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.last_transition_time.as_ref()?.0.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_time_server_is_ready_only_once_its_bridge_answers_readyz() {
+    within(async {
+        let c = process_cluster().await;
+        let (meta, _) = meta(&c, &[]).await;
+        let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
+        assert_eq!(server["phase"], "Ready", "{server}");
+        let job = server["job_name"].as_str().unwrap().to_string();
+        // Ready was seen through a real answer: the kubelet's probe, or the meta server's own
+        // /readyz through a tunnel.
+        assert!(
+            c.fake.probes().iter().any(|p| p.success) || c.fake.tunnels_opened() > 0,
+            "nothing reached the bridge before the server was called Ready"
+        );
+
+        // The kubelet's own probe makes the pod Ready, from a real 200 on /readyz.
+        let ready = c
+            .fake
+            .wait_until(Duration::from_secs(10), |f| {
+                condition_time(&pod_of(f, &job), "Ready").is_some_and(|(status, _)| status == "True")
+            })
+            .await;
+        let probes = c.fake.probes();
+        assert!(ready, "the kubelet's readiness probe passed; probes: {probes:#?}");
+        let pod = pod_of(&c.fake, &job);
+        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("a pod IP");
+        assert!(ip.starts_with("127.0.") && ip != "127.0.0.1", "a loopback pod IP of its own: {ip}");
+        let first_ok = probes.iter().find(|p| p.success).expect("a successful probe");
+        assert_eq!((first_ok.kind, first_ok.path.as_str(), first_ok.port), ("httpGet", "/readyz", 8080));
+        assert_eq!(first_ok.status, Some(200));
+        assert!(first_ok.target.starts_with(&format!("{ip}:")), "probed at the pod IP: {first_ok:?}");
+        let started = pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0]
+            .state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .and_then(|r| r.started_at.clone())
+            .expect("the container runs")
+            .0;
+        let (_, ready_at) = condition_time(&pod, "Ready").unwrap();
+        assert!(ready_at >= started.to_string(), "Ready ({ready_at}) came after the container started ({started})");
+        let process = c.fake.started_processes().into_iter().find(|p| p.launch.container == "mcp").unwrap();
+        let listen = process.launch.args.iter().skip_while(|a| *a != "--listen").nth(1).unwrap();
+        assert!(listen.starts_with("0.0.0.0:") && listen != "0.0.0.0:8080", "the bridge's port is mapped: {listen}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_and_secret_env_reach_the_server_process_and_the_meta_servers_token_does_not() {
+    within(async {
+        // Not under /tmp: the pod's /tmp is its own emptyDir, so a script there is not seen.
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubelet-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("show-env-then-run");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho \"seen PLAIN=$PLAIN API_KEY=$API_KEY TOKEN=${MCP_EPHEMERAL_TOKEN:-unset}\" >&2\nexec uvx \"$@\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let c = process_cluster().await;
+        let (meta, _) = meta(&c, &[("MCP_EPHEMERAL_TOKEN", "meta-token-0123456789abcdef")]).await;
+        let server = call_ok(
+            &meta,
+            "create_mcp_server",
+            json!({"runtime_exec": script.to_str().unwrap(), "runtime_mcp": "mcp-server-time",
+                   "env": {"PLAIN": "1"}, "secret_env": {"API_KEY": "s3cr3t-42"}, "wait_for_ready": true}),
+        )
+        .await;
+        let job = server["job_name"].as_str().unwrap().to_string();
+        let logs = call(&meta, "get_mcp_server_logs", json!({"job_name": job})).await;
+        assert!(text(&logs).contains("seen PLAIN=1 API_KEY=s3cr3t-42 TOKEN=unset"), "{}", text(&logs));
+
+        let pod = pod_of(&c.fake, &job).metadata.name.unwrap();
+        let main = c.fake.started_processes().into_iter().find(|p| p.pod == pod && p.launch.container == "mcp").unwrap();
+        let env = |k: &str| main.launch.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!((env("PLAIN"), env("API_KEY")), (Some("1"), Some("s3cr3t-42")));
+        assert_eq!(env("MCP_EPHEMERAL_TOKEN"), None, "the meta server's token is not in the pod");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_through_the_gateway_reaches_the_time_server_over_a_port_forward_tunnel() {
+    within(async {
+        let c = process_cluster().await;
+        let (meta, _) = meta(&c, &[]).await;
+        let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
+        let url = server["urls"]["mcp"].as_str().unwrap();
+        let before = c.fake.tunnels_opened();
+        let client = connect_http(url).await;
+        let res = call(&client, "get_current_time", json!({"timezone": "UTC"})).await;
+        assert_ne!(res.is_error, Some(true), "{}", text(&res));
+        assert!(text(&res).contains("UTC"), "{}", text(&res));
+        assert!(c.fake.tunnels_opened() > before, "the gateway went through a port-forward tunnel");
+        assert!(
+            c.fake.requests().iter().any(|r| r.resource == "pods/portforward" && r.status == 101),
+            "a port-forward was upgraded to a websocket"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_server_leaves_no_process_of_its_pod_running() {
+    within(async {
+        let c = process_cluster().await;
+        let (meta, _) = meta(&c, &[]).await;
+        let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
+        let job = server["job_name"].as_str().unwrap().to_string();
+        let pod = pod_of(&c.fake, &job).metadata.name.unwrap();
+        let mut pids: Vec<u32> =
+            c.fake.started_processes().into_iter().filter(|p| p.pod == pod).map(|p| p.pid).collect();
+        assert!(!pids.is_empty() && pids.iter().all(|p| alive(*p)), "the pod's processes run: {pids:?}");
+        // The bridge's server processes (uvx, python) belong to the pod too.
+        let below: Vec<u32> = pids.iter().flat_map(|p| descendants(*p)).collect();
+        assert!(!below.is_empty(), "the bridge started its server");
+        pids.extend(below);
+
+        let deleted = call_ok(&meta, "delete_mcp_server", json!({"job_name": job, "wait_for_deletion": true})).await;
+        assert_eq!(deleted["phase"], "Deleted", "{deleted}");
+        let left = wait_gone(&pids, Duration::from_secs(10)).await;
+        let shown: Vec<String> = left.iter().map(|p| format!("{p}: {}", cmdline(*p))).collect();
+        assert!(left.is_empty(), "still running: {shown:?}");
+        let gone = c.fake.wait_until(Duration::from_secs(5), |f| f.objects::<Pod>(NS).is_empty()).await;
+        assert!(gone, "the pod is gone");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_image_server_runs_through_the_init_container_copy_and_becomes_ready() {
+    within(async {
+        let c = process_cluster().await;
+        let (meta, _) = meta(&c, &[]).await;
+        let server = call_ok(
+            &meta,
+            "create_mcp_server",
+            json!({"image": "registry.example/time:1", "runtime_args": ["uvx", "mcp-server-time"], "wait_for_ready": true}),
+        )
+        .await;
+        assert_eq!(server["phase"], "Ready", "{server}");
+        let job = server["job_name"].as_str().unwrap().to_string();
+        let pod = pod_of(&c.fake, &job);
+        let status = pod.status.clone().unwrap();
+        let init = &status.init_container_statuses.as_ref().expect("init container statuses")[0];
+        let done = init.state.as_ref().and_then(|s| s.terminated.as_ref()).expect("the init container finished");
+        assert_eq!((done.exit_code, done.reason.as_deref()), (0, Some("Completed")));
+        assert_eq!(condition_time(&pod, "Initialized").map(|c| c.0).as_deref(), Some("True"));
+        let name = pod.metadata.name.unwrap();
+        let started: Vec<_> = c.fake.started_processes().into_iter().filter(|p| p.pod == name).collect();
+        assert_eq!(started.iter().map(|p| p.launch.container.as_str()).collect::<Vec<_>>(), ["bridge", "mcp"]);
+        assert_eq!(started[0].launch.program, "cp");
+        assert_eq!(started[0].launch.args[0], BIN, "the image's bridge is the binary under test");
+        assert!(
+            started[1].launch.program.ends_with("/volumes/bridge/mcp-ephemeral"),
+            "the main container runs the copy from the shared volume: {}",
+            started[1].launch.program
+        );
+        let client = connect_http(server["urls"]["mcp"].as_str().unwrap()).await;
+        let res = call(&client, "get_current_time", json!({"timezone": "UTC"})).await;
+        assert!(text(&res).contains("UTC"), "{}", text(&res));
+    })
+    .await;
+}
+
+/// A kubelet slow to report its probe (`probe_lag`) leaves the decision to the meta server's own
+/// `/readyz` check through a tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_slow_kubelet_the_meta_servers_own_readyz_check_through_a_tunnel_decides() {
+    within(async {
+        let delays = Delays { probe_lag: Duration::from_secs(8), ..Delays::default() };
+        let c = cluster(FakeConfig::new(NS).delays(delays).processes(programs())).await;
+        let (meta, logs) = meta(&c, &[]).await;
+        let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
+        assert_eq!(server["phase"], "Ready", "{server}");
+        let job = server["job_name"].as_str().unwrap().to_string();
+        let pod = pod_of(&c.fake, &job);
+        assert_ne!(
+            condition_time(&pod, "Ready").map(|c| c.0).as_deref(),
+            Some("True"),
+            "the kubelet has not said Ready yet"
+        );
+        assert!(c.fake.tunnels_opened() > 0, "the meta server asked /readyz through a tunnel");
+        assert!(logs.lock().unwrap().iter().any(|l| l.contains("confirmed by /readyz")), "confirmed by its own check");
+    })
+    .await;
+}
+
+/// A Job of `sh` containers, straight through the kube client (no meta server).
+fn sh_job(name: &str, init: &str, main: &str) -> k8s_openapi::api::batch::v1::Job {
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": { "backoffLimit": 0, "template": { "spec": {
+            "restartPolicy": "Never",
+            "initContainers": [{ "name": "init", "image": "busybox", "command": ["sh", "-c", init] }],
+            "containers": [{ "name": "main", "image": "busybox", "command": ["sh", "-c", main] }],
+        }}},
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_kubelet_reports_exit_codes_init_failures_and_log_lines_like_a_kubelet() {
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::api::{Api, LogParams, PostParams};
+    within(async {
+        let c = process_cluster().await;
+        let jobs: Api<Job> = Api::namespaced(c.fake.client(NS), NS);
+        let pods: Api<Pod> = Api::namespaced(c.fake.client(NS), NS);
+        let pp = PostParams::default();
+        jobs.create(&pp, &sh_job("crash", "echo init-ran", "echo one; echo two; echo three >&2; exit 3"))
+            .await
+            .unwrap();
+        jobs.create(&pp, &sh_job("bad-init", "exit 7", "echo never")).await.unwrap();
+        let failed = |f: &FakeKube, job: &str| {
+            f.objects::<Pod>(NS).into_iter().any(|p| {
+                p.metadata.name.as_deref().is_some_and(|n| n.starts_with(&format!("{job}-")))
+                    && p.status.and_then(|s| s.phase).as_deref() == Some("Failed")
+            })
+        };
+        assert!(c.fake.wait_until(Duration::from_secs(10), |f| failed(f, "crash") && failed(f, "bad-init")).await);
+
+        let crash = pod_of(&c.fake, "crash");
+        let main = &crash.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
+        let t = main.state.as_ref().unwrap().terminated.as_ref().expect("terminated");
+        assert_eq!((t.exit_code, t.reason.as_deref(), main.restart_count), (3, Some("Error"), 0));
+        let name = crash.metadata.name.clone().unwrap();
+        let all = pods.logs(&name, &LogParams { container: Some("main".into()), ..Default::default() }).await.unwrap();
+        for line in ["one", "two", "three"] {
+            assert!(all.lines().any(|l| l == line), "{all:?}");
+        }
+        let tail = pods.logs(&name, &LogParams { tail_lines: Some(1), ..Default::default() }).await.unwrap();
+        assert_eq!(tail.lines().count(), 1, "{tail:?}");
+        let init = pods.logs(&name, &LogParams { container: Some("init".into()), ..Default::default() }).await.unwrap();
+        assert_eq!(init, "init-ran\n");
+
+        let bad = pod_of(&c.fake, "bad-init");
+        let status = bad.status.clone().unwrap();
+        let init = &status.init_container_statuses.as_ref().unwrap()[0];
+        let t = init.state.as_ref().unwrap().terminated.as_ref().expect("init terminated");
+        assert_eq!((t.exit_code, t.reason.as_deref()), (7, Some("Error")));
+        assert_eq!(condition_time(&bad, "Initialized").map(|c| c.0).as_deref(), Some("False"));
+        let main = &status.container_statuses.as_ref().unwrap()[0];
+        assert!(main.state.as_ref().unwrap().waiting.is_some(), "the main container never started: {main:?}");
+        assert!(
+            !c.fake
+                .started_processes()
+                .iter()
+                .any(|p| p.pod == bad.metadata.name.clone().unwrap() && p.launch.container == "main")
+        );
+        let jobs_failed = c
+            .fake
+            .wait_until(Duration::from_secs(5), |f| {
+                f.objects::<Job>(NS).iter().all(|j| {
+                    j.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed"))
+                })
+            })
+            .await;
+        assert!(jobs_failed, "the Job controller turns the failed pods into failed Jobs");
+    })
+    .await;
+}
