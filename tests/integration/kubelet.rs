@@ -186,18 +186,19 @@ async fn deleting_a_server_leaves_no_process_of_its_pod_running() {
         let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
         let job = server["job_name"].as_str().unwrap().to_string();
         let pod = pod_of(&c.fake, &job).metadata.name.unwrap();
-        let mut pids: Vec<u32> =
-            c.fake.started_processes().into_iter().filter(|p| p.pod == pod).map(|p| p.pid).collect();
+        let pids: Vec<u32> = c.fake.started_processes().into_iter().filter(|p| p.pod == pod).map(|p| p.pid).collect();
         assert!(!pids.is_empty() && pids.iter().all(|p| alive(*p)), "the pod's processes run: {pids:?}");
+        let mut processes: Vec<Seen> =
+            pids.iter().filter_map(|p| Some(Seen { pid: *p, start: crate::procfs::start_time(*p)? })).collect();
         // The bridge's server processes (uvx, python) belong to the pod too.
-        let below: Vec<u32> = pids.iter().flat_map(|p| descendants(*p)).collect();
+        let below: Vec<Seen> = pids.iter().flat_map(|p| snapshot(*p)).collect();
         assert!(!below.is_empty(), "the bridge started its server");
-        pids.extend(below);
+        processes.extend(below);
 
         let deleted = call_ok(&meta, "delete_mcp_server", json!({"job_name": job, "wait_for_deletion": true})).await;
         assert_eq!(deleted["phase"], "Deleted", "{deleted}");
-        let left = wait_gone(&pids, Duration::from_secs(10)).await;
-        let shown: Vec<String> = left.iter().map(|p| format!("{p}: {}", cmdline(*p))).collect();
+        let left = wait_gone(&processes, Duration::from_secs(10)).await;
+        let shown: Vec<String> = left.iter().map(|p| format!("{}: {}", p.pid, cmdline(p.pid))).collect();
         assert!(left.is_empty(), "still running: {shown:?}");
         let gone = c.fake.wait_until(Duration::from_secs(5), |f| f.objects::<Pod>(NS).is_empty()).await;
         assert!(gone, "the pod is gone");
