@@ -342,3 +342,94 @@ async fn the_process_kubelet_reports_exit_codes_init_failures_and_log_lines_like
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn right_after_a_ready_create_status_list_and_mount_agree_though_the_kubelet_lags() {
+    within(async {
+        // The kubelet marks the pod Ready 3 s after its probe passes; the meta server's own
+        // /readyz check through a tunnel answers the create long before.
+        let delays = Delays { probe_lag: Duration::from_secs(3), ..Delays::default() };
+        let c = cluster(FakeConfig::new(NS).processes(programs()).delays(delays)).await;
+        let (meta, _) = meta(&c, &[]).await;
+        let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
+        assert_eq!(server["phase"], "Ready", "{server}");
+        let job = server["job_name"].as_str().unwrap().to_string();
+        let status = call_ok(&meta, "get_mcp_server_status", json!({"job_name": job})).await;
+        assert_eq!(status["phase"], "Ready", "status agrees with the create at once: {status}");
+        let list = call_ok(&meta, "list_mcp_servers", json!({})).await;
+        assert_eq!(list["servers"][0]["phase"], "Ready", "list agrees too: {list}");
+        let pod = pod_of(&c.fake, &job);
+        let kubelet = condition_time(&pod, "Ready").map(|c| c.0);
+        assert_eq!(
+            kubelet.as_deref(),
+            Some("False"),
+            "the kubelet had not caught up, so the checks above mean something"
+        );
+        let mounted = call_ok(&meta, "mount_mcp_server", json!({"job_name": job, "name": "t"})).await;
+        assert!(mounted["tools"].to_string().contains("t_get_current_time"), "{mounted}");
+        let res = call(&meta, "t_get_current_time", json!({"timezone": "UTC"})).await;
+        assert_ne!(res.is_error, Some(true), "{}", text(&res));
+        assert!(text(&res).contains("UTC"), "the call went to the pod and back: {}", text(&res));
+        let removed = call_ok(&meta, "remove_mcp_server_mount", json!({"name": "t"})).await;
+        assert!(removed["tools_removed"].to_string().contains("t_get_current_time"), "{removed}");
+        let params = rmcp::model::CallToolRequestParams::new("t_get_current_time");
+        let gone = meta.call_tool(params).await;
+        assert!(gone.is_err_and(|e| e.to_string().contains("unknown tool")), "an unmounted tool is gone");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspending_a_job_or_reaching_its_deadline_stops_the_pods_processes() {
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    within(async {
+        let c = process_cluster().await;
+        let jobs: Api<Job> = Api::namespaced(c.fake.client(NS), NS);
+        let pp = PostParams::default();
+        jobs.create(&pp, &sh_job("suspended", "true", "sleep 600")).await.unwrap();
+        let mut deadline = sh_job("deadline", "true", "sleep 600");
+        deadline.spec.as_mut().unwrap().active_deadline_seconds = Some(2);
+        jobs.create(&pp, &deadline).await.unwrap();
+        let main_of = |f: &FakeKube, job: &str| {
+            f.started_processes()
+                .into_iter()
+                .find(|p| p.pod.starts_with(&format!("{job}-")) && p.launch.container == "main")
+                .map(|p| p.pid)
+        };
+        let running = c
+            .fake
+            .wait_until(Duration::from_secs(10), |f| {
+                ["suspended", "deadline"].iter().all(|j| main_of(f, j).is_some_and(alive))
+            })
+            .await;
+        assert!(running, "both Jobs' main containers run");
+        let (suspended, deadline) = (main_of(&c.fake, "suspended").unwrap(), main_of(&c.fake, "deadline").unwrap());
+
+        let patch = Patch::Merge(json!({"spec": {"suspend": true}}));
+        jobs.patch("suspended", &PatchParams::default(), &patch).await.unwrap();
+        let stopped = c
+            .fake
+            .wait_until(Duration::from_secs(10), |f| {
+                !alive(suspended)
+                    && !f
+                        .objects::<Pod>(NS)
+                        .iter()
+                        .any(|p| p.metadata.name.as_deref().is_some_and(|n| n.starts_with("suspended-")))
+            })
+            .await;
+        assert!(stopped, "a suspended Job's pod and its processes are gone");
+
+        let failed = c
+            .fake
+            .wait_until(Duration::from_secs(10), |f| {
+                !alive(deadline)
+                    && f.object::<Job>(NS, "deadline").and_then(|j| j.status).and_then(|s| s.conditions).is_some_and(
+                        |cs| cs.iter().any(|c| c.type_ == "Failed" && c.reason.as_deref() == Some("DeadlineExceeded")),
+                    )
+            })
+            .await;
+        assert!(failed, "past activeDeadlineSeconds the process is killed and the Job fails with DeadlineExceeded");
+    })
+    .await;
+}

@@ -41,6 +41,9 @@ const RUN_AS: i64 = 10001;
 
 pub(crate) const ANNOTATION_CREATED: &str = "mcp-ephemeral.dev/created-at";
 pub(crate) const ANNOTATION_EXPIRES: &str = "mcp-ephemeral.dev/expires-at";
+/// When the meta server saw the server's `/readyz` answer ready itself (ahead of the kubelet,
+/// whose probe lags up to a period); from then on every reader agrees it is Ready.
+pub(crate) const ANNOTATION_READY: &str = "mcp-ephemeral.dev/ready-at";
 /// The spec without secret values ([`SpecAnnotation`]).
 pub(crate) const ANNOTATION_SPEC: &str = "mcp-ephemeral.dev/spec";
 

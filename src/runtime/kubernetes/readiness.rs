@@ -62,7 +62,7 @@ pub(crate) async fn wait_ready(
         let update = tokio::select! {
             u = updates.next() => u,
             _ = async { wait.confirm.as_mut().expect("guarded").await }, if wait.confirm.is_some() => {
-                return Ok(wait.confirmed());
+                return Ok(wait.confirmed().await);
             }
             _ = tokio::time::sleep_until(deadline) => {
                 let phase = rt.info(&wait.job, wait.last_pod.as_ref()).phase;
@@ -197,10 +197,21 @@ impl Wait<'_> {
         ControlFlow::Continue(())
     }
 
-    /// The answer once the meta server's own `/readyz` check succeeded.
-    fn confirmed(&mut self) -> ServerInfo {
+    /// The answer once the meta server's own `/readyz` check succeeded. The confirmation is
+    /// recorded on the Job, so that status, list and mount (here or in a restarted meta server)
+    /// say Ready too, before the kubelet's next probe does.
+    async fn confirmed(&mut self) -> ServerInfo {
         let pod = self.last_pod.clone().expect("confirm needs a pod");
         self.report(status::STEPS, &pod);
+        let now = crate::runtime::rfc3339(std::time::SystemTime::now());
+        let patch = kube::api::Patch::Merge(
+            serde_json::json!({"metadata": {"annotations": {manifests::ANNOTATION_READY: now}}}),
+        );
+        let (jobs, params) = (self.rt.jobs(), kube::api::PatchParams::default());
+        match retry::call("patch job", || jobs.patch(self.name, &params, &patch)).await {
+            Ok(job) => self.job = job,
+            Err(e) => tracing::warn!(server = self.name, error = %e, "cannot record the readiness on the Job"),
+        }
         let mut info = self.rt.info(&self.job, Some(&pod));
         info.phase = Phase::Ready;
         info.reason = None;

@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 
-use super::manifests::{ANNOTATION_CREATED, ANNOTATION_EXPIRES, ANNOTATION_SPEC, CONTAINER, SpecAnnotation};
+use super::manifests::{
+    ANNOTATION_CREATED, ANNOTATION_EXPIRES, ANNOTATION_READY, ANNOTATION_SPEC, CONTAINER, SpecAnnotation,
+};
 use crate::runtime::{LABEL_PRESET, Phase, Reason, ServerInfo, Urls};
 
 /// Container waiting reasons that never resolve on their own: the server has failed.
@@ -214,7 +216,7 @@ pub(crate) fn server_info(job: &Job, pod: Option<&Pod>, urls: Urls) -> ServerInf
         return info;
     }
     match pod {
-        Some(pod) => set_pod_phase(&mut info, pod),
+        Some(pod) => set_pod_phase(&mut info, pod, confirmed_ready_at(job)),
         None if job_complete(job) => {
             info.set_phase(Phase::Succeeded, Reason::Completed, "the server exited without error")
         }
@@ -248,8 +250,33 @@ fn described(job: &Job, urls: Urls) -> ServerInfo {
 }
 
 /// The phase of a server whose Job runs `pod`.
-fn set_pod_phase(info: &mut ServerInfo, pod: &Pod) {
+/// When the meta server confirmed the server ready itself (the Job's `ready-at` annotation).
+fn confirmed_ready_at(job: &Job) -> Option<SystemTime> {
+    parse_time(job.metadata.annotations.as_ref()?.get(ANNOTATION_READY))
+}
+
+/// Whether the pod's `Ready` condition last changed after `t`: it turned (or stayed) not
+/// ready since, rather than the kubelet not having caught up yet.
+fn ready_condition_changed_after(pod: &Pod, t: SystemTime) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .is_some_and(|at| SystemTime::from(at.0) > t)
+}
+
+/// The phase of a server whose Job runs `pod`. A running pod the meta server has already
+/// confirmed ready is Ready, though the kubelet's probe has not said so yet — unless its Ready
+/// condition changed since the confirmation (it stopped being ready).
+fn set_pod_phase(info: &mut ServerInfo, pod: &Pod, confirmed: Option<SystemTime>) {
     match pod_state(pod) {
+        PodState::Started if confirmed.is_some_and(|t| !ready_condition_changed_after(pod, t)) => {
+            info.phase = Phase::Ready;
+            let started = pod.metadata.creation_timestamp.as_ref().map(|t| SystemTime::from(t.0));
+            info.ready_after_ms =
+                started.zip(confirmed).and_then(|(s, r)| r.duration_since(s).ok()).map(|d| d.as_millis() as u64);
+        }
         PodState::Unscheduled => info.set_phase(Phase::Pending, Reason::Unscheduled, "waiting for a node"),
         PodState::Scheduled => {
             info.set_phase(Phase::Pending, Reason::ContainerCreating, "pulling the image or creating the container")
@@ -386,5 +413,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(server_info(&deleting, None, urls).phase, Phase::Terminating);
+    }
+
+    #[test]
+    fn a_running_pod_confirmed_ready_by_the_meta_server_is_ready_until_its_condition_changes() {
+        let urls = Urls { mcp: "m".into(), sse: "s".into() };
+        let job = |ready_at: Option<&str>| -> Job {
+            let mut j = serde_json::json!({"metadata": {"name": "time-abc"}});
+            if let Some(t) = ready_at {
+                j["metadata"]["annotations"] = serde_json::json!({ANNOTATION_READY: t});
+            }
+            serde_json::from_value(j).unwrap()
+        };
+        let running = |ready_changed: &str| {
+            pod(serde_json::json!({"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"},
+                "spec": {"nodeName": "n"},
+                "status": {"phase": "Running",
+                    "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": ready_changed}],
+                    "containerStatuses": [{"name": "mcp", "image": "i", "imageID": "x", "ready": false, "restartCount": 0,
+                        "state": {"running": {"startedAt": "2026-01-01T00:00:01Z"}}}]}}))
+        };
+        // The kubelet has not probed since the container started: the confirmation wins.
+        let lagging = running("2026-01-01T00:00:01Z");
+        assert_eq!(server_info(&job(None), Some(&lagging), urls.clone()).phase, Phase::Starting);
+        let info = server_info(&job(Some("2026-01-01T00:00:02Z")), Some(&lagging), urls.clone());
+        assert_eq!((info.phase, info.ready_after_ms), (Phase::Ready, Some(2000)));
+        // The pod turned not ready after the confirmation: it is starting again.
+        let turned = running("2026-01-01T00:05:00Z");
+        assert_eq!(server_info(&job(Some("2026-01-01T00:00:02Z")), Some(&turned), urls).phase, Phase::Starting);
     }
 }
