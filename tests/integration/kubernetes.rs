@@ -106,6 +106,23 @@ async fn kube_meta(c: &Cluster, extra: &[&str]) -> KubeMeta {
     KubeMeta { client, logs }
 }
 
+/// The name a create first tried and found taken (409), as the meta server logged it.
+fn taken_name(meta: &KubeMeta) -> String {
+    meta.logs
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|l| l.split("taken=").nth(1).and_then(|rest| rest.split_whitespace().next()).map(str::to_string))
+        .expect("the 409 and the name it hit are logged")
+}
+
+/// No Job, Service or Secret of server `job` is left in the fake.
+fn nothing_left(f: &FakeKube, job: &str) -> bool {
+    f.object::<Job>(NS, job).is_none()
+        && f.object::<Service>(NS, job).is_none()
+        && f.object::<Secret>(NS, &format!("{job}-env")).is_none()
+}
+
 /// The serialized objects with the generated name and times replaced, for snapshots.
 fn normalized(v: &impl serde::Serialize, job: &str) -> String {
     // The Job controller's labels carry the Job's random uid.
@@ -337,13 +354,7 @@ async fn a_dropped_watch_is_resumed_and_api_errors_are_retried_then_reported() {
         let server = call_ok(&meta.client, "create_mcp_server", json!({"preset": "time"})).await;
         let job = server["job_name"].as_str().unwrap();
         assert!(job.starts_with("time-"), "{job}");
-        let taken = meta
-            .logs
-            .lock()
-            .unwrap()
-            .iter()
-            .find_map(|l| l.split("taken=").nth(1).and_then(|rest| rest.split_whitespace().next()).map(str::to_string))
-            .expect("the 409 and the name it hit are logged");
+        let taken = taken_name(&meta);
         assert_ne!(taken, job, "a fresh name, not a retry of the taken one");
         assert!(c.fake.object::<Job>(NS, job).is_some() && c.fake.object::<Job>(NS, &taken).is_none());
 
@@ -377,13 +388,7 @@ async fn a_create_whose_name_was_taken_is_ready_and_managed_under_its_new_name()
         assert_eq!(server["phase"], "Ready", "waited under the name the server got: {server}");
         let job = server["job_name"].as_str().unwrap().to_string();
         // The name tried first, as the meta server logged it.
-        let taken = meta
-            .logs
-            .lock()
-            .unwrap()
-            .iter()
-            .find_map(|l| l.split("taken=").nth(1).and_then(|rest| rest.split_whitespace().next()).map(str::to_string))
-            .expect("the 409 and the name it hit are logged");
+        let taken = taken_name(&meta);
         assert_ne!(taken, job, "a fresh name was picked");
 
         let status = call_ok(&meta.client, "get_mcp_server_status", json!({"job_name": job})).await;
@@ -401,14 +406,7 @@ async fn a_create_whose_name_was_taken_is_ready_and_managed_under_its_new_name()
         let deleted =
             call_ok(&meta.client, "delete_mcp_server", json!({"job_name": job, "wait_for_deletion": true})).await;
         assert_eq!((deleted["phase"].as_str(), deleted["already_gone"].as_bool()), (Some("Deleted"), Some(false)));
-        let gone = c
-            .fake
-            .wait_until(Duration::from_secs(5), |f| {
-                f.object::<Job>(NS, &job).is_none()
-                    && f.object::<Service>(NS, &job).is_none()
-                    && f.object::<Secret>(NS, &format!("{job}-env")).is_none()
-            })
-            .await;
+        let gone = c.fake.wait_until(Duration::from_secs(5), |f| nothing_left(f, &job)).await;
         assert!(gone, "everything of the server is gone");
         assert_requests_within_rbac(&c.fake);
     })
@@ -505,14 +503,7 @@ async fn the_ttl_reaper_deletes_an_expired_kubernetes_server_with_its_objects() 
         .await;
         let job = server["job_name"].as_str().unwrap().to_string();
         let long = call_ok(&meta.client, "create_mcp_server", json!({"preset": "time", "ttl_seconds": 600})).await;
-        let gone = c
-            .fake
-            .wait_until(Duration::from_secs(10), |f| {
-                f.object::<Job>(NS, &job).is_none()
-                    && f.object::<Service>(NS, &job).is_none()
-                    && f.object::<Secret>(NS, &format!("{job}-env")).is_none()
-            })
-            .await;
+        let gone = c.fake.wait_until(Duration::from_secs(10), |f| nothing_left(f, &job)).await;
         assert!(gone, "the expired server's Job, Service and Secret are deleted");
         let list = call_ok(&meta.client, "list_mcp_servers", json!({})).await;
         let names: Vec<&str> =
@@ -696,9 +687,7 @@ async fn a_restarted_meta_server_lists_and_deletes_what_the_last_one_made() {
         let gone = c
             .fake
             .wait_until(Duration::from_secs(5), |f| {
-                f.object::<Job>(NS, job).is_none()
-                    && f.object::<Service>(NS, job).is_none()
-                    && f.object::<Secret>(NS, &format!("{job}-env")).is_none()
+                nothing_left(f, job)
                     && !f
                         .objects::<Pod>(NS)
                         .iter()
