@@ -124,22 +124,15 @@ async fn a_created_time_server_is_ready_only_once_its_bridge_answers_readyz() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_and_secret_env_reach_the_server_process_and_the_meta_servers_token_does_not() {
     within(async {
-        // Not under /tmp: the pod's /tmp is its own emptyDir, so a script there is not seen.
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kubelet-env-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let script = dir.join("show-env-then-run");
-        std::fs::write(
-            &script,
-            "#!/bin/sh\necho \"seen PLAIN=$PLAIN API_KEY=$API_KEY TOKEN=${MCP_EPHEMERAL_TOKEN:-unset}\" >&2\nexec uvx \"$@\"\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        // A shell command rather than a script file: a file under /tmp (where a checkout may
+        // live) would be hidden by the pod's own /tmp.
+        let show_then_run = "echo \"seen PLAIN=$PLAIN API_KEY=$API_KEY TOKEN=${MCP_EPHEMERAL_TOKEN:-unset}\" >&2; exec uvx mcp-server-time";
         let c = process_cluster().await;
         let (meta, _) = meta(&c, &[("MCP_EPHEMERAL_TOKEN", "meta-token-0123456789abcdef")]).await;
         let server = call_ok(
             &meta,
             "create_mcp_server",
-            json!({"runtime_exec": script.to_str().unwrap(), "runtime_mcp": "mcp-server-time",
+            json!({"runtime_exec": "sh", "runtime_args": ["-c", show_then_run],
                    "env": {"PLAIN": "1"}, "secret_env": {"API_KEY": "s3cr3t-42"}, "wait_for_ready": true}),
         )
         .await;
@@ -152,7 +145,6 @@ async fn env_and_secret_env_reach_the_server_process_and_the_meta_servers_token_
         let env = |k: &str| main.launch.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!((env("PLAIN"), env("API_KEY")), (Some("1"), Some("s3cr3t-42")));
         assert_eq!(env("MCP_EPHEMERAL_TOKEN"), None, "the meta server's token is not in the pod");
-        let _ = std::fs::remove_dir_all(&dir);
     })
     .await;
 }
