@@ -425,3 +425,60 @@ async fn suspending_a_job_or_reaching_its_deadline_stops_the_pods_processes() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_through_the_gateway_reuse_their_tunnels_and_a_broken_tunnel_fails_only_its_exchanges() {
+    within(async {
+        let c = process_cluster().await;
+        let (meta, _) = meta(&c, &[]).await;
+        let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
+        let url = server["urls"]["mcp"].as_str().unwrap().to_string();
+        let before = c.fake.tunnels_opened();
+        let client = connect_http(&url).await;
+        for _ in 0..30 {
+            let res = call(&client, "get_current_time", json!({"timezone": "UTC"})).await;
+            assert!(text(&res).contains("UTC"), "{}", text(&res));
+        }
+        let opened = c.fake.tunnels_opened() - before;
+        assert!(opened <= 4, "30 calls (and the session's setup) opened {opened} tunnels; they should be reused");
+
+        // Break the tunnels: the old session's next call answers or fails cleanly (it does not
+        // hang), and a new session works at once.
+        c.fake.drop_tunnels();
+        let params = rmcp::model::CallToolRequestParams::new("get_current_time")
+            .with_arguments(json!({"timezone": "UTC"}).as_object().unwrap().clone());
+        let again = tokio::time::timeout(Duration::from_secs(15), client.call_tool(params)).await;
+        match again.expect("a call on a broken tunnel does not hang") {
+            Ok(res) => assert!(text(&res).contains("UTC") || res.is_error == Some(true), "{}", text(&res)),
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+        let fresh = connect_http(&url).await;
+        let res = call(&fresh, "get_current_time", json!({"timezone": "Europe/Paris"})).await;
+        assert!(text(&res).contains("Europe/Paris"), "the next exchange dials afresh: {}", text(&res));
+        assert!(c.fake.tunnels_opened() - before > opened, "a new tunnel was opened");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sessions_through_the_gateway_each_get_their_own_answers() {
+    within(async {
+        let c = process_cluster().await;
+        let (meta, _) = meta(&c, &[]).await;
+        let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
+        let url = server["urls"]["mcp"].as_str().unwrap().to_string();
+        let zones = ["UTC", "Europe/Paris", "Asia/Tokyo", "America/New_York", "Australia/Sydney"];
+        let sessions = zones.iter().map(|zone| {
+            let url = url.clone();
+            async move {
+                let client = connect_http(&url).await;
+                for _ in 0..4 {
+                    let res = call(&client, "get_current_time", json!({"timezone": zone})).await;
+                    assert!(text(&res).contains(zone), "{zone} got {}", text(&res));
+                }
+            }
+        });
+        futures::future::join_all(sessions).await;
+    })
+    .await;
+}

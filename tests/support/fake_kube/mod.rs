@@ -448,6 +448,11 @@ impl FakeKube {
         self.shared.processes.started()
     }
 
+    /// Break every open port-forward tunnel now, as a lost connection to the kubelet does.
+    pub fn drop_tunnels(&self) {
+        self.shared.processes.tunnel_drops.send_modify(|g| *g += 1);
+    }
+
     /// How many port-forward connections to a pod were opened (one per forwarded port of each
     /// `pods/portforward` request that reached its pod).
     pub fn tunnels_opened(&self) -> usize {

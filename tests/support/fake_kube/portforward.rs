@@ -129,6 +129,8 @@ async fn tunnel<S>(shared: Arc<Shared>, ws: WebSocketStream<S>, pod: &str, uid: 
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let mut drops = shared.processes.tunnel_drops.subscribe();
+    drops.borrow_and_update();
     let (mut sink, mut stream) = ws.split();
     for (i, port) in ports.iter().enumerate() {
         let ch = 2 * i as u8;
@@ -185,6 +187,8 @@ where
     }
     loop {
         tokio::select! {
+            // A broken tunnel: the websocket ends without a close frame, mid-stream.
+            _ = drops.changed() => break,
             m = rx.recv() => match m {
                 Some(FromPod::Data(ch, data)) => {
                     if sink.send(frame(ch, &data)).await.is_err() {

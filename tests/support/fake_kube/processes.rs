@@ -69,10 +69,21 @@ struct Inner {
     probes: Vec<ProbeRecord>,
 }
 
-#[derive(Default)]
 pub(crate) struct Registry {
     inner: Mutex<Inner>,
     pub tunnels: AtomicUsize,
+    /// Bumped to break every open port-forward tunnel (a test's fault).
+    pub tunnel_drops: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            inner: Mutex::default(),
+            tunnels: AtomicUsize::new(0),
+            tunnel_drops: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl Registry {

@@ -1,9 +1,12 @@
 //! The gateway: `/servers/{job_name}/…` on the meta server's own address, proxied to the
 //! server's bridge. Out of cluster, pods are not reachable directly, so a [`Dialer`] opens a
-//! byte stream to the pod (through the API server's port-forward) and one HTTP/1.1 exchange
-//! runs over it. Responses stream through as they come, so SSE works.
+//! byte stream to the pod (through the API server's port-forward), and a [`pool`] of keep-alive
+//! HTTP/1.1 connections over such streams carries the exchanges. Responses stream through as
+//! they come, so SSE works.
 //!
 //! The logic here is only routing and header hygiene; how bytes reach the pod is the dialer's.
+
+mod pool;
 
 use std::sync::Arc;
 
@@ -54,14 +57,13 @@ pub(crate) trait Dialer: Send + Sync + 'static {
 /// What every gateway request needs.
 #[derive(Clone)]
 struct Gateway {
-    dialer: Arc<dyn Dialer>,
-    /// Where the connection tasks of proxied exchanges run.
-    tasks: Tasks,
+    /// Pooled connections to the servers.
+    pool: pool::Pool,
 }
 
-/// `/servers/{job_name}/{path}` for every method.
+/// `/servers/{job_name}/{path}` for every method; connections run on `tasks`.
 pub(crate) fn router(dialer: Arc<dyn Dialer>, tasks: Tasks) -> Router {
-    Router::new().route("/servers/{job}/{*rest}", any(proxy)).with_state(Gateway { dialer, tasks })
+    Router::new().route("/servers/{job}/{*rest}", any(proxy)).with_state(Gateway { pool: pool::pool(dialer, tasks) })
 }
 
 /// The URL path and query the server sees for a gateway request, or `None` for a name that
@@ -111,25 +113,40 @@ async fn proxy(State(gw): State<Gateway>, Path((job, rest)): Path<(String, Strin
     let Some(uri) = upstream_uri(&job, &rest, req.uri().query()) else {
         return error(StatusCode::NOT_FOUND, format!("`{job}` is not a server name"));
     };
-    let io = match gw.dialer.dial(&job).await {
-        Ok(io) => io,
-        Err(e) => {
-            tracing::debug!(server = %job, error = %e, "gateway cannot reach the server");
-            return error(e.status(), e.to_string());
-        }
+    // The host names the server: the pool keeps connections per server.
+    let Ok(uri) = format!("http://{job}{uri}").parse::<Uri>() else {
+        return error(StatusCode::NOT_FOUND, format!("`{job}` is not a server name"));
     };
     let (mut parts, body) = req.into_parts();
     parts.uri = uri;
     strip(&mut parts.headers);
     parts.headers.insert(header::HOST, HeaderValue::from_static("localhost"));
-    match crate::http::send_over(io, Request::from_parts(parts, body), &gw.tasks).await {
+    match gw.pool.request(Request::from_parts(parts, body)).await {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip(&mut parts.headers);
             Response::from_parts(parts, Body::new(body))
         }
-        Err(e) => error(StatusCode::BAD_GATEWAY, format!("server `{job}`: {e}")),
+        Err(e) => match pool::dial_error(&e) {
+            Some(dial) => {
+                tracing::debug!(server = %job, error = %dial, "gateway cannot reach the server");
+                error(dial.status(), dial.to_string())
+            }
+            None => error(StatusCode::BAD_GATEWAY, format!("server `{job}` did not answer: {}", describe(&e))),
+        },
     }
+}
+
+/// A client error with its causes, for a person.
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]

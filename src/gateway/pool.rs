@@ -1,0 +1,121 @@
+//! Pooled connections to servers through a [`Dialer`]: a hyper client whose connector dials
+//! the server named by the request's host (the Job's name), so that one tunnel (one
+//! port-forward websocket out of cluster) carries many HTTP exchanges with keep-alive instead
+//! of one each. A long-lived exchange (an SSE stream, a streamed POST) holds its connection;
+//! idle ones close after [`IDLE`]; a broken tunnel fails only the exchanges on it, and the next
+//! exchange dials afresh.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::future::BoxFuture;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::{
+    client::legacy::{
+        Client,
+        connect::{Connected, Connection},
+    },
+    rt::{TokioIo, TokioTimer},
+};
+
+use super::{Dialer, GatewayError};
+use crate::{http::Stream, tasks::Tasks};
+
+/// How long an unused connection to a server is kept.
+pub(crate) const IDLE: Duration = Duration::from_secs(60);
+
+/// The HTTP client of the gateway.
+pub(crate) type Pool = Client<Connector, axum::body::Body>;
+
+/// A pool whose connections are dialed by `dialer` and whose connection tasks run on `tasks`.
+pub(crate) fn pool(dialer: Arc<dyn Dialer>, tasks: Tasks) -> Pool {
+    Client::builder(TasksExecutor(tasks))
+        .pool_idle_timeout(IDLE)
+        .pool_timer(TokioTimer::new())
+        .build(Connector { dialer })
+}
+
+/// Dials the server named by a URI's host.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    dialer: Arc<dyn Dialer>,
+}
+
+impl tower_service::Service<hyper::Uri> for Connector {
+    type Response = Tunnel;
+    type Error = GatewayError;
+    type Future = BoxFuture<'static, Result<Tunnel, GatewayError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
+        let dialer = self.dialer.clone();
+        Box::pin(async move {
+            let job = uri.host().unwrap_or_default().to_string();
+            let stream = dialer.dial(&job).await?;
+            tracing::debug!(server = %job, "gateway opened a connection to the server");
+            Ok(Tunnel(TokioIo::new(stream)))
+        })
+    }
+}
+
+/// One connection to a server's bridge.
+pub(crate) struct Tunnel(TokioIo<Box<dyn Stream>>);
+
+impl Connection for Tunnel {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl Read for Tunnel {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl Write for Tunnel {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+/// Runs the pool's connection tasks on the task tree.
+#[derive(Clone)]
+struct TasksExecutor(Tasks);
+
+impl<F> hyper::rt::Executor<F> for TasksExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.0.spawn(fut);
+    }
+}
+
+/// The gateway's own error behind a client error (a dial that failed), if that is what it is.
+pub(crate) fn dial_error(e: &hyper_util::client::legacy::Error) -> Option<&GatewayError> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(g) = s.downcast_ref::<GatewayError>() {
+            return Some(g);
+        }
+        source = s.source();
+    }
+    None
+}
