@@ -1,8 +1,9 @@
 //! Reaching a server's pod from outside the cluster: a [`Dialer`] for the gateway that finds
 //! the Job's running pod and opens a port-forward stream to its MCP port through the API
-//! server (`pods/portforward`, a websocket). One stream per HTTP exchange keeps it simple: a
-//! stream that breaks affects one request only. The pod a Job runs is remembered for a few
-//! seconds, so a session's requests do not each list pods first.
+//! server (`pods/portforward`, a websocket). The gateway's pool keeps each stream as a
+//! keep-alive connection for many exchanges; a stream that breaks fails only the exchanges on
+//! it. The pod a Job runs is remembered for a few seconds, so dialing does not list pods each
+//! time.
 
 use std::{
     collections::HashMap,
