@@ -10,6 +10,7 @@
 
 pub(crate) mod engine;
 pub mod http;
+mod status;
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,6 +18,7 @@ use axum::{Router, http::StatusCode, response::IntoResponse, routing::get};
 use tokio::sync::watch;
 
 pub use engine::{ChildCommand, ExitInfo, Failure, FailureReason, ProbeReport, Readiness};
+pub use status::BridgeStatus;
 
 use engine::{Engine, EngineConfig, logs::LogRing};
 use http::{SessionLimits, SessionTable};
@@ -92,10 +94,18 @@ impl Bridge {
         self.table.len()
     }
 
-    /// `/mcp`, `/sse`, `/messages`, `/healthz`, `/readyz`.
+    /// `/mcp`, `/sse`, `/messages`, `/healthz`, `/readyz`, `/status`.
     pub fn router(&self) -> Router {
         let engine = self.engine.clone();
+        let (status_engine, table) = (self.engine.clone(), self.table.clone());
         Router::new()
+            .route(
+                "/status",
+                get(move || {
+                    let status = BridgeStatus::of(&status_engine.readiness(), table.len());
+                    async move { axum::Json(status) }
+                }),
+            )
             .merge(http::streamable_routes(self.table.clone()))
             .merge(http::sse_routes(self.table.clone()))
             .route("/healthz", get(|| async { "ok" }))

@@ -68,6 +68,23 @@ where
     sender.send_request(request).await.map_err(ExchangeError::Send)
 }
 
+/// `GET path` over `stream`, its JSON body (at most 1 MiB) read as `T`; `None` when there was
+/// no answer, it was not 200, or not that JSON.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+    stream: Box<dyn Stream>,
+    path: &str,
+    tasks: &crate::tasks::Tasks,
+) -> Option<T> {
+    use http_body_util::BodyExt;
+    let request = hyper::Request::get(path).header("host", "localhost").body(Empty::<Bytes>::new()).ok()?;
+    let response = send_over(stream, request, tasks).await.ok()?;
+    if response.status() != hyper::StatusCode::OK {
+        return None;
+    }
+    let body = http_body_util::Limited::new(response.into_body(), 1 << 20).collect().await.ok()?.to_bytes();
+    serde_json::from_slice(&body).ok()
+}
+
 /// `GET path` over `stream` with no body; the status, or `None` when there was no answer.
 pub(crate) async fn get_status(
     stream: Box<dyn Stream>,

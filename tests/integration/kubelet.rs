@@ -482,3 +482,24 @@ async fn concurrent_sessions_through_the_gateway_each_get_their_own_answers() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_on_kubernetes_shows_the_tools_and_sessions_the_bridge_reports() {
+    within(async {
+        let c = process_cluster().await;
+        let (meta, _) = meta(&c, &[]).await;
+        let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
+        let job = server["job_name"].as_str().unwrap().to_string();
+        let status = call_ok(&meta, "get_mcp_server_status", json!({"job_name": job})).await;
+        let tools: Vec<&str> =
+            status["tools"].as_array().expect("tools in status").iter().filter_map(|t| t.as_str()).collect();
+        assert!(tools.contains(&"get_current_time") && tools.contains(&"convert_time"), "{status}");
+        assert_eq!(status["sessions"], 0, "{status}");
+        assert!(status["ready_after_ms"].as_u64().is_some(), "{status}");
+        let session = connect_http(server["urls"]["mcp"].as_str().unwrap()).await;
+        let status = call_ok(&meta, "get_mcp_server_status", json!({"job_name": job})).await;
+        assert_eq!(status["sessions"], 1, "the open session is counted: {status}");
+        let _ = session.cancel().await;
+    })
+    .await;
+}

@@ -371,6 +371,12 @@ impl KubernetesRuntime {
         let job = self.get_job(name).await?;
         let pod = self.find_pod(name).await?;
         let mut info = self.info(&job, pod.as_ref());
+        if matches!(info.phase, Phase::Ready | Phase::Starting)
+            && self.can_confirm(&job)
+            && let Some(pod) = pod.clone().filter(pods::is_running)
+        {
+            self.add_bridge_status(&mut info, pod).await;
+        }
         if info.phase == Phase::Failed
             && let Some(pod) = &pod
         {
@@ -471,6 +477,28 @@ impl KubernetesRuntime {
 }
 
 impl KubernetesRuntime {
+    /// Fill `tools`, `sessions` and `ready_after_ms` from the bridge's `/status` (pod IP in the
+    /// cluster, a tunnel outside), as the local runtime does; left empty when the bridge does
+    /// not answer within a second.
+    async fn add_bridge_status(&self, info: &mut ServerInfo, pod: Pod) {
+        const STATUS_WAIT: Duration = Duration::from_secs(1);
+        let dial = self.pod_stream(pod);
+        let read = async {
+            let stream = dial().await.ok()?;
+            crate::http::get_json::<crate::bridge::BridgeStatus>(stream, "/status", &self.tasks).await
+        };
+        match tokio::time::timeout(STATUS_WAIT, read).await {
+            Ok(Some(status)) => {
+                if status.state == "ready" {
+                    info.tools = Some(status.tools);
+                    info.ready_after_ms = info.ready_after_ms.or(status.ready_after_ms);
+                }
+                info.sessions = Some(status.sessions);
+            }
+            _ => tracing::debug!(server = %info.job_name, "the bridge's /status did not answer"),
+        }
+    }
+
     async fn logs_of(&self, pod: &Pod, tail: usize) -> Result<Vec<String>, RuntimeError> {
         let params = LogParams {
             container: Some(manifests::CONTAINER.into()),
