@@ -353,6 +353,25 @@ async fn sigkill_meta_with_stubborn_servers() -> Vec<Seen> {
     processes
 }
 
+/// Clean up after the known grandchild leak: `seen`, and every fixture grandchild re-parented
+/// to this test process (its subreaper), including one started after the snapshot. Another
+/// test's grandchildren still have their own parents, so they are left alone.
+fn kill_orphaned_grandchildren(seen: &[Seen]) {
+    let me = std::process::id();
+    let orphans = crate::procfs::descendants(me)
+        .into_iter()
+        .filter(|p| parent_of(*p) == Some(me) && cmdline(*p).contains("faulty-grandchild"));
+    for pid in seen.iter().map(|p| p.pid).chain(orphans) {
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+}
+
+/// The parent pid of a process, from /proc.
+fn parent_of(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    text[text.rfind(')')? + 2..].split_whitespace().nth(1)?.parse().ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_meta_server_leaves_none_of_its_children_behind() {
     tokio::time::timeout(TEST_LIMIT, async {
@@ -361,9 +380,7 @@ async fn a_sigkilled_meta_server_leaves_none_of_its_children_behind() {
             processes.iter().partition(|p| cmdline(p.pid).contains("faulty-grandchild"));
         // The stubborn child ignores EOF and SIGTERM: only PR_SET_PDEATHSIG ends it.
         let left = wait_gone(&children, std::time::Duration::from_secs(5)).await;
-        for p in &grandchildren {
-            unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
-        }
+        kill_orphaned_grandchildren(&grandchildren);
         assert!(left.is_empty(), "outlived a SIGKILLed meta server: {:?}", cmdlines(&left));
     })
     .await
@@ -376,9 +393,7 @@ async fn a_sigkilled_meta_server_leaves_no_grandchild_behind() {
     tokio::time::timeout(TEST_LIMIT, async {
         let processes = sigkill_meta_with_stubborn_servers().await;
         let left = wait_gone(&processes, std::time::Duration::from_secs(5)).await;
-        for p in &left {
-            unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
-        }
+        kill_orphaned_grandchildren(&left);
         assert!(left.is_empty(), "outlived a SIGKILLed meta server: {:?}", cmdlines(&left));
     })
     .await
