@@ -273,9 +273,7 @@ fn set_pod_phase(info: &mut ServerInfo, pod: &Pod, confirmed: Option<SystemTime>
     match pod_state(pod) {
         PodState::Started if confirmed.is_some_and(|t| !ready_condition_changed_after(pod, t)) => {
             info.phase = Phase::Ready;
-            let started = pod.metadata.creation_timestamp.as_ref().map(|t| SystemTime::from(t.0));
-            info.ready_after_ms =
-                started.zip(confirmed).and_then(|(s, r)| r.duration_since(s).ok()).map(|d| d.as_millis() as u64);
+            info.ready_after_ms = confirmed.and_then(|t| ms_after_creation(pod, t));
         }
         PodState::Unscheduled => info.set_phase(Phase::Pending, Reason::Unscheduled, "waiting for a node"),
         PodState::Scheduled => {
@@ -301,7 +299,6 @@ fn set_pod_phase(info: &mut ServerInfo, pod: &Pod, confirmed: Option<SystemTime>
 
 /// From the pod's creation to its `Ready` condition.
 fn ready_after_ms(pod: &Pod) -> Option<u64> {
-    let started = pod.metadata.creation_timestamp.as_ref().map(|t| SystemTime::from(t.0))?;
     let ready_at = pod
         .status
         .as_ref()
@@ -309,7 +306,13 @@ fn ready_after_ms(pod: &Pod) -> Option<u64> {
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
         .and_then(|c| c.last_transition_time.as_ref())
         .map(|t| SystemTime::from(t.0))?;
-    ready_at.duration_since(started).ok().map(|d| d.as_millis() as u64)
+    ms_after_creation(pod, ready_at)
+}
+
+/// Milliseconds from the pod's creation to `t`.
+fn ms_after_creation(pod: &Pod, t: SystemTime) -> Option<u64> {
+    let created = pod.metadata.creation_timestamp.as_ref().map(|c| SystemTime::from(c.0))?;
+    t.duration_since(created).ok().map(|d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
