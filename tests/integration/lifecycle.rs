@@ -360,16 +360,10 @@ fn kill_orphaned_grandchildren(seen: &[Seen]) {
     let me = std::process::id();
     let orphans = crate::procfs::descendants(me)
         .into_iter()
-        .filter(|p| parent_of(*p) == Some(me) && cmdline(*p).contains("faulty-grandchild"));
+        .filter(|p| crate::procfs::parent(*p) == Some(me) && cmdline(*p).contains("faulty-grandchild"));
     for pid in seen.iter().map(|p| p.pid).chain(orphans) {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
-}
-
-/// The parent pid of a process, from /proc.
-fn parent_of(pid: u32) -> Option<u32> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    text[text.rfind(')')? + 2..].split_whitespace().nth(1)?.parse().ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,11 @@ fn stat(pid: u32) -> Option<(u32, char)> {
     Some((ppid, state))
 }
 
+/// The parent pid of a process.
+pub fn parent(pid: u32) -> Option<u32> {
+    stat(pid).map(|(ppid, _)| ppid)
+}
+
 /// Whether `pid` runs (a zombie does not count).
 pub fn alive(pid: u32) -> bool {
     stat(pid).is_some_and(|(_, s)| s != 'Z')
