@@ -5,19 +5,16 @@
 //! port fails here, where the scripted kubelet would pass.
 
 use std::{
-    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use k8s_openapi::api::core::v1::Pod;
-use rmcp::{ServiceExt, transport::TokioChildProcess};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::{
     fake_kube::{Delays, FakeConfig, FakeKube, Programs},
-    kubernetes::{Cluster, cluster},
+    kubernetes::{Cluster, cluster, kube_meta_with_env},
     support::*,
 };
 
@@ -36,29 +33,8 @@ async fn process_cluster() -> Cluster {
 
 /// The meta server on stdio against `c`, with `env` added; its stderr is echoed and kept.
 async fn meta(c: &Cluster, env: &[(&str, &str)]) -> (Client, Arc<Mutex<Vec<String>>>) {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(["serve", "--runtime", "kubernetes", "--ready-timeout", "25s"])
-        .env("KUBECONFIG", &c.kubeconfig)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env("MCP_EPHEMERAL_LOG", "mcp_ephemeral=debug");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let (transport, stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::piped()).spawn().expect("spawn meta");
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let kept = logs.clone();
-    let mut lines = BufReader::new(stderr.expect("stderr")).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("[meta-kube] {line}");
-            kept.lock().unwrap().push(line);
-        }
-    });
-    (Recorder::default().serve(transport).await.expect("initialize the meta server"), logs)
-}
-
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(LIMIT, f).await.expect("the test finished within its time limit")
+    let m = kube_meta_with_env(c, &["--ready-timeout", "25s"], env).await;
+    (m.client, m.logs)
 }
 
 /// The pod of `job`.
@@ -76,7 +52,7 @@ fn condition_time(pod: &Pod, type_: &str) -> Option<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_created_time_server_is_ready_only_once_its_bridge_answers_readyz() {
-    within(async {
+    within(LIMIT, async {
         let c = process_cluster().await;
         let (meta, _) = meta(&c, &[]).await;
         let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
@@ -123,7 +99,7 @@ async fn a_created_time_server_is_ready_only_once_its_bridge_answers_readyz() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_and_secret_env_reach_the_server_process_and_the_meta_servers_token_does_not() {
-    within(async {
+    within(LIMIT, async {
         // A shell command rather than a script file: a file under /tmp (where a checkout may
         // live) would be hidden by the pod's own /tmp.
         let show_then_run = "echo \"seen PLAIN=$PLAIN API_KEY=$API_KEY TOKEN=${MCP_EPHEMERAL_TOKEN:-unset}\" >&2; exec uvx mcp-server-time";
@@ -151,7 +127,7 @@ async fn env_and_secret_env_reach_the_server_process_and_the_meta_servers_token_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_through_the_gateway_reaches_the_time_server_over_a_port_forward_tunnel() {
-    within(async {
+    within(LIMIT, async {
         let c = process_cluster().await;
         let (meta, _) = meta(&c, &[]).await;
         let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
@@ -172,7 +148,7 @@ async fn a_call_through_the_gateway_reaches_the_time_server_over_a_port_forward_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_server_leaves_no_process_of_its_pod_running() {
-    within(async {
+    within(LIMIT, async {
         let c = process_cluster().await;
         let (meta, _) = meta(&c, &[]).await;
         let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
@@ -200,7 +176,7 @@ async fn deleting_a_server_leaves_no_process_of_its_pod_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stdio_image_server_runs_through_the_init_container_copy_and_becomes_ready() {
-    within(async {
+    within(LIMIT, async {
         let c = process_cluster().await;
         let (meta, _) = meta(&c, &[]).await;
         let server = call_ok(
@@ -238,7 +214,7 @@ async fn a_stdio_image_server_runs_through_the_init_container_copy_and_becomes_r
 /// `/readyz` check through a tunnel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_slow_kubelet_the_meta_servers_own_readyz_check_through_a_tunnel_decides() {
-    within(async {
+    within(LIMIT, async {
         let delays = Delays { probe_lag: Duration::from_secs(8), ..Delays::default() };
         let c = cluster(FakeConfig::new(NS).delays(delays).processes(programs())).await;
         let (meta, logs) = meta(&c, &[]).await;
@@ -274,7 +250,7 @@ fn sh_job(name: &str, init: &str, main: &str) -> k8s_openapi::api::batch::v1::Jo
 async fn the_process_kubelet_reports_exit_codes_init_failures_and_log_lines_like_a_kubelet() {
     use k8s_openapi::api::batch::v1::Job;
     use kube::api::{Api, LogParams, PostParams};
-    within(async {
+    within(LIMIT, async {
         let c = process_cluster().await;
         let jobs: Api<Job> = Api::namespaced(c.fake.client(NS), NS);
         let pods: Api<Pod> = Api::namespaced(c.fake.client(NS), NS);
@@ -337,7 +313,7 @@ async fn the_process_kubelet_reports_exit_codes_init_failures_and_log_lines_like
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn right_after_a_ready_create_status_list_and_mount_agree_though_the_kubelet_lags() {
-    within(async {
+    within(LIMIT, async {
         // The kubelet marks the pod Ready 3 s after its probe passes; the meta server's own
         // /readyz check through a tunnel answers the create long before.
         let delays = Delays { probe_lag: Duration::from_secs(3), ..Delays::default() };
@@ -375,7 +351,7 @@ async fn right_after_a_ready_create_status_list_and_mount_agree_though_the_kubel
 async fn suspending_a_job_or_reaching_its_deadline_stops_the_pods_processes() {
     use k8s_openapi::api::batch::v1::Job;
     use kube::api::{Api, Patch, PatchParams, PostParams};
-    within(async {
+    within(LIMIT, async {
         let c = process_cluster().await;
         let jobs: Api<Job> = Api::namespaced(c.fake.client(NS), NS);
         let pp = PostParams::default();
@@ -428,7 +404,7 @@ async fn suspending_a_job_or_reaching_its_deadline_stops_the_pods_processes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_through_the_gateway_reuse_their_tunnels_and_a_broken_tunnel_fails_only_its_exchanges() {
-    within(async {
+    within(LIMIT, async {
         let c = process_cluster().await;
         let (meta, _) = meta(&c, &[]).await;
         let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
@@ -462,7 +438,7 @@ async fn calls_through_the_gateway_reuse_their_tunnels_and_a_broken_tunnel_fails
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sessions_through_the_gateway_each_get_their_own_answers() {
-    within(async {
+    within(LIMIT, async {
         let c = process_cluster().await;
         let (meta, _) = meta(&c, &[]).await;
         let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
@@ -485,7 +461,7 @@ async fn concurrent_sessions_through_the_gateway_each_get_their_own_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_on_kubernetes_shows_the_tools_and_sessions_the_bridge_reports() {
-    within(async {
+    within(LIMIT, async {
         let c = process_cluster().await;
         let (meta, _) = meta(&c, &[]).await;
         let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;

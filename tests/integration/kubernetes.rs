@@ -76,12 +76,18 @@ fn rand_suffix() -> String {
 }
 
 /// The meta server on stdio with `--runtime kubernetes`; its stderr lines are kept.
-struct KubeMeta {
-    client: Client,
-    logs: Arc<Mutex<Vec<String>>>,
+pub(crate) struct KubeMeta {
+    pub(crate) client: Client,
+    pub(crate) logs: Arc<Mutex<Vec<String>>>,
 }
 
 async fn kube_meta(c: &Cluster, extra: &[&str]) -> KubeMeta {
+    kube_meta_with_env(c, extra, &[]).await
+}
+
+/// The meta server on stdio with `--runtime kubernetes` against `c`, with `env` added; its
+/// stderr lines are echoed and kept.
+pub(crate) async fn kube_meta_with_env(c: &Cluster, extra: &[&str], env: &[(&str, &str)]) -> KubeMeta {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.args(["serve", "--runtime", "kubernetes"]);
     if !extra.contains(&"--ready-timeout") {
@@ -90,6 +96,7 @@ async fn kube_meta(c: &Cluster, extra: &[&str]) -> KubeMeta {
     cmd.args(extra)
         .env("KUBECONFIG", &c.kubeconfig)
         .env_remove("KUBERNETES_SERVICE_HOST")
+        .envs(env.iter().copied())
         .env("MCP_EPHEMERAL_LOG", "mcp_ephemeral=debug");
     let (transport, stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::piped()).spawn().expect("spawn meta");
     let logs = Arc::new(Mutex::new(Vec::new()));
@@ -178,7 +185,7 @@ fn assert_requests_within_rbac(fake: &FakeKube) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_waits_for_ready_and_makes_the_expected_objects_without_leaking_the_secret() {
-    tokio::time::timeout(KUBE_TEST_LIMIT, async {
+    within(KUBE_TEST_LIMIT, async {
         let c = cluster(FakeConfig::new(NS)).await;
         let meta = kube_meta(&c, &[]).await;
         let version = call_ok(&meta.client, "get_version", json!({})).await;
@@ -245,13 +252,12 @@ async fn create_waits_for_ready_and_makes_the_expected_objects_without_leaking_t
         assert_eq!(deleted["phase"], "Deleted", "{deleted}");
         assert_requests_within_rbac(&c.fake);
     })
-    .await
-    .expect("the test finished within its time limit");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_reaches_clients_that_asked_for_it() {
-    tokio::time::timeout(KUBE_TEST_LIMIT, async {
+    within(KUBE_TEST_LIMIT, async {
         let delays =
             Delays { start: Duration::from_millis(300), ready: Duration::from_millis(300), ..Delays::default() };
         let c = cluster(FakeConfig::new(NS).delays(delays)).await;
@@ -268,13 +274,12 @@ async fn progress_reaches_clients_that_asked_for_it() {
         assert!(progress.iter().any(|m| m.contains("scheduled")), "{progress:?}");
         assert!(progress.iter().any(|m| m.contains("ready")), "{progress:?}");
     })
-    .await
-    .expect("the test finished within its time limit");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_pull_failures_and_crashes_fail_fast_with_the_reason() {
-    tokio::time::timeout(KUBE_TEST_LIMIT, async {
+    within(KUBE_TEST_LIMIT, async {
         let config = FakeConfig::new(NS)
             .rule("pull-fail", Script::ImagePullFailure)
             .rule("crashing-server", Script::Crash { exit_code: 3, logs: vec!["boom: TOKEN is not set".into()] })
@@ -315,13 +320,12 @@ async fn image_pull_failures_and_crashes_fail_fast_with_the_reason() {
         assert!(err.contains("runtime_args"), "a stdio image needs its command: {err}");
         assert!(started.elapsed() < Duration::from_secs(40));
     })
-    .await
-    .expect("the test finished within its time limit");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_watch_is_resumed_and_api_errors_are_retried_then_reported() {
-    tokio::time::timeout(KUBE_TEST_LIMIT, async {
+    within(KUBE_TEST_LIMIT, async {
         let delays = Delays { ready: Duration::from_millis(1500), ..Delays::default() };
         let c = cluster(FakeConfig::new(NS).delays(delays)).await;
         let meta = kube_meta(&c, &[]).await;
@@ -369,13 +373,12 @@ async fn a_dropped_watch_is_resumed_and_api_errors_are_retried_then_reported() {
         let list = call_ok(&meta.client, "list_mcp_servers", json!({})).await;
         assert_eq!(list["servers"].as_array().unwrap().len(), 3, "{list}");
     })
-    .await
-    .expect("the test finished within its time limit");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_whose_name_was_taken_is_ready_and_managed_under_its_new_name() {
-    tokio::time::timeout(KUBE_TEST_LIMIT, async {
+    within(KUBE_TEST_LIMIT, async {
         let c = cluster(FakeConfig::new(NS)).await;
         let meta = kube_meta(&c, &[]).await;
         c.fake.faults().conflict_next_create("jobs");
@@ -410,13 +413,12 @@ async fn a_create_whose_name_was_taken_is_ready_and_managed_under_its_new_name()
         assert!(gone, "everything of the server is gone");
         assert_requests_within_rbac(&c.fake);
     })
-    .await
-    .expect("the test finished within its time limit");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_stored_but_answered_with_an_error_or_a_dropped_connection_leaves_one_copy_and_no_orphan() {
-    tokio::time::timeout(KUBE_TEST_LIMIT, async {
+    within(KUBE_TEST_LIMIT, async {
         let c = cluster(FakeConfig::new(NS)).await;
         let meta = kube_meta(&c, &[]).await;
         let counts =
@@ -463,13 +465,12 @@ async fn a_create_stored_but_answered_with_an_error_or_a_dropped_connection_leav
         assert_eq!(names, made, "every server listed once, nothing else");
         assert_requests_within_rbac(&c.fake);
     })
-    .await
-    .expect("the test finished within its time limit");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_never_becomes_ready_fails_the_wait_at_the_ready_timeout_with_its_phase() {
-    tokio::time::timeout(KUBE_TEST_LIMIT, async {
+    within(KUBE_TEST_LIMIT, async {
         let c = cluster(FakeConfig::new(NS).rule("never-ready", Script::NeverReady)).await;
         let meta = kube_meta(&c, &["--ready-timeout", "2s"]).await;
         let started = Instant::now();
@@ -486,13 +487,12 @@ async fn a_server_that_never_becomes_ready_fails_the_wait_at_the_ready_timeout_w
             (Some("Starting"), Some("WaitingForInitialize"))
         );
     })
-    .await
-    .expect("the test finished within its time limit");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ttl_reaper_deletes_an_expired_kubernetes_server_with_its_objects() {
-    tokio::time::timeout(KUBE_TEST_LIMIT, async {
+    within(KUBE_TEST_LIMIT, async {
         let c = cluster(FakeConfig::new(NS)).await;
         let meta = kube_meta(&c, &[]).await;
         let server = call_ok(
@@ -511,13 +511,12 @@ async fn the_ttl_reaper_deletes_an_expired_kubernetes_server_with_its_objects() 
         assert_eq!(names, [long["job_name"].as_str().unwrap()], "the server with time left stays: {list}");
         assert!(meta.logs.lock().unwrap().iter().any(|l| l.contains("TTL expired; deleting") && l.contains(&job)));
     })
-    .await
-    .expect("the test finished within its time limit");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_sweeps_orphaned_secrets_services_and_old_pool_members_and_keeps_young_ones() {
-    tokio::time::timeout(KUBE_TEST_LIMIT, async {
+    within(KUBE_TEST_LIMIT, async {
         let c = cluster(FakeConfig::new(NS)).await;
         let labels = |instance: &str| json!({"app.kubernetes.io/managed-by": "mcp-ephemeral", "app.kubernetes.io/instance": instance});
         let old = humantime::format_rfc3339_seconds(std::time::SystemTime::now() - Duration::from_secs(600)).to_string();
@@ -561,13 +560,12 @@ async fn startup_sweeps_orphaned_secrets_services_and_old_pool_members_and_keeps
         assert!(c.fake.object::<Secret>(NS, "young-00000002-env").is_some(), "a young Secret may be a create in progress");
         assert_requests_within_rbac(&c.fake);
     })
-    .await
-    .expect("the test finished within its time limit");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_that_end_with_an_error_event_or_410_gone_are_resumed_and_the_wait_succeeds() {
-    tokio::time::timeout(KUBE_TEST_LIMIT, async {
+    within(KUBE_TEST_LIMIT, async {
         let delays = Delays { ready: Duration::from_millis(2000), ..Delays::default() };
         let c = cluster(FakeConfig::new(NS).delays(delays)).await;
         let meta = kube_meta(&c, &[]).await;
@@ -589,13 +587,12 @@ async fn watches_that_end_with_an_error_event_or_410_gone_are_resumed_and_the_wa
         let watches = c.fake.requests().iter().filter(|r| r.verb == "watch" && r.resource == "pods").count();
         assert!(watches >= 3, "the pod watch was resumed after each error ({watches} watch requests)");
     })
-    .await
-    .expect("the test finished within its time limit");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_server_that_keeps_failing_during_the_wait_fails_it_after_a_bounded_number_of_errors() {
-    tokio::time::timeout(KUBE_TEST_LIMIT, async {
+    within(KUBE_TEST_LIMIT, async {
         let delays = Delays { start: Duration::from_secs(20), ..Delays::default() };
         let c = cluster(FakeConfig::new(NS).delays(delays)).await;
         let meta = kube_meta(&c, &[]).await;
@@ -615,13 +612,12 @@ async fn an_api_server_that_keeps_failing_during_the_wait_fails_it_after_a_bound
         assert!(started.elapsed() < Duration::from_secs(20), "bounded: {:?}", started.elapsed());
         c.fake.faults().clear();
     })
-    .await
-    .expect("the test finished within its time limit");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_with_wait_returns_once_the_pods_are_gone_and_without_wait_says_terminating() {
-    tokio::time::timeout(KUBE_TEST_LIMIT, async {
+    within(KUBE_TEST_LIMIT, async {
         let delays = Delays { pod_grace: Duration::from_millis(800), ..Delays::default() };
         let c = cluster(FakeConfig::new(NS).delays(delays)).await;
         let meta = kube_meta(&c, &[]).await;
@@ -651,13 +647,12 @@ async fn delete_with_wait_returns_once_the_pods_are_gone_and_without_wait_says_t
         let gone = c.fake.wait_until(Duration::from_secs(5), |f| pods_of(f, &b) == 0).await;
         assert!(gone, "and its pod goes after its grace period");
     })
-    .await
-    .expect("the test finished within its time limit");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_meta_server_lists_and_deletes_what_the_last_one_made() {
-    tokio::time::timeout(KUBE_TEST_LIMIT, async {
+    within(KUBE_TEST_LIMIT, async {
         let c = cluster(FakeConfig::new(NS)).await;
         let first = kube_meta(&c, &[]).await;
         let a = call_ok(
@@ -701,13 +696,12 @@ async fn a_restarted_meta_server_lists_and_deletes_what_the_last_one_made() {
         assert!(status.contains("list_mcp_servers"), "{status}");
         assert_requests_within_rbac(&c.fake);
     })
-    .await
-    .expect("the test finished within its time limit");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_pool_member_is_handed_out_once_with_the_callers_labels() {
-    tokio::time::timeout(KUBE_TEST_LIMIT, async {
+    within(KUBE_TEST_LIMIT, async {
         let c = cluster(FakeConfig::new(NS)).await;
         let meta = kube_meta(&c, &["--warm-pool", "time=1"]).await;
         let mut ready = false;
@@ -744,13 +738,12 @@ async fn a_warm_pool_member_is_handed_out_once_with_the_callers_labels() {
         let refilled = c.fake.wait_until(Duration::from_secs(10), |f| f.objects::<Job>(NS).len() == 2).await;
         assert!(refilled, "a replacement member starts");
     })
-    .await
-    .expect("the test finished within its time limit");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_http_the_gateway_is_on_the_meta_servers_listener() {
-    tokio::time::timeout(KUBE_TEST_LIMIT, async {
+    within(KUBE_TEST_LIMIT, async {
         let c = cluster(FakeConfig::new(NS)).await;
         let kubeconfig = c.kubeconfig.to_string_lossy().to_string();
         let meta = HttpMeta::start_with_env(&["--runtime", "kubernetes"], &[("KUBECONFIG", &kubeconfig)]).await;
@@ -773,13 +766,12 @@ async fn over_http_the_gateway_is_on_the_meta_servers_listener() {
         assert_eq!(resp.status(), 404);
         assert!(c.fake.requests().iter().any(|r| r.resource == "pods/portforward"));
     })
-    .await
-    .expect("the test finished within its time limit");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_problems_are_one_clear_line() {
-    tokio::time::timeout(KUBE_TEST_LIMIT, async {
+    within(KUBE_TEST_LIMIT, async {
         let c = cluster(FakeConfig::new(NS)).await;
         let run = |args: Vec<String>, kubeconfig: PathBuf| async move {
             let out = tokio::process::Command::new(BIN)
@@ -809,8 +801,7 @@ async fn startup_problems_are_one_clear_line() {
         assert_eq!(code, Some(2));
         assert!(err.contains("no Kubernetes configuration") || err.contains("kubeconfig"), "{err}");
     })
-    .await
-    .expect("the test finished within its time limit");
+    .await;
 }
 
 /// Against a real cluster: `KUBECONFIG=… cargo test --test integration -- --ignored kubernetes`.

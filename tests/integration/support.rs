@@ -24,6 +24,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-ephemeral");
 /// Upper bound for any one test; nothing may hang.
 pub const TEST_LIMIT: Duration = Duration::from_secs(240);
 
+/// Run a test body, failing it (instead of hanging CI) when it takes longer than `limit`.
+pub async fn within<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
+    tokio::time::timeout(limit, f).await.expect("the test finished within its time limit")
+}
+
 /// A client handler that counts `notifications/tools/list_changed`.
 #[derive(Clone)]
 pub struct Recorder {
