@@ -11,12 +11,12 @@ use tokio::net::TcpListener;
 use crate::{
     cli::ServeArgs,
     config::{ConfigError, Front, KubeConfig, RuntimeConfig, ServeConfig, allowed_hosts},
-    gateway::{self, Dialer},
+    gateway,
     http::Guard,
     mcp::{MetaServer, transport},
     runtime::{
         Runtime,
-        kubernetes::{KubernetesRuntime, UrlMode, client, portforward::PodDialer},
+        kubernetes::{KubernetesRuntime, UrlMode, client},
         local::LocalRuntime,
     },
     servers::Servers,
@@ -123,23 +123,18 @@ async fn kubernetes_runtime(
 ) -> Result<(Runtime, Option<Router>), ServeError> {
     let conn = client::connect(kube.context.as_deref(), kube.namespace.as_deref()).await?;
     tracing::info!(server = %conn.server, namespace = %conn.namespace, in_cluster = conn.in_cluster, "connected to Kubernetes");
-    let runtime_tasks = tasks.child();
-    if conn.in_cluster && kube.gateway_listen.is_none() {
-        let runtime = KubernetesRuntime::start(conn, kube.jobs, UrlMode::ServiceDns, runtime_tasks);
-        return Ok((Runtime::Kubernetes(runtime), None));
+    let in_cluster = conn.in_cluster;
+    let start = |urls| KubernetesRuntime::start(conn, kube.jobs, urls, tasks.child());
+    if in_cluster && kube.gateway_listen.is_none() {
+        return Ok((Runtime::Kubernetes(start(UrlMode::ServiceDns)), None));
     }
-    let dialer: Arc<dyn Dialer> = Arc::new(PodDialer::new(conn.client.clone(), &conn.namespace, tasks.child()));
-    let routes = gateway::router(dialer, tasks.child());
-    let (base, routes) = match (http, kube.gateway_listen) {
-        (Some(addr), None) => (base_url(addr), Some(routes)),
-        (_, listen) => (own_gateway(listen.unwrap_or(([127, 0, 0, 1], 0).into()), routes, tasks).await?, None),
-    };
-    let runtime = KubernetesRuntime::start(conn, kube.jobs, UrlMode::Gateway(base), runtime_tasks);
-    Ok((Runtime::Kubernetes(runtime), routes))
-}
-
-/// Serve the gateway on a listener of its own; returns its base URL.
-async fn own_gateway(listen: SocketAddr, routes: Router, tasks: &Tasks) -> Result<String, ServeError> {
+    if let (Some(addr), None) = (http, kube.gateway_listen) {
+        let runtime = start(UrlMode::Gateway(base_url(addr)));
+        let routes = gateway::router(runtime.pool());
+        return Ok((Runtime::Kubernetes(runtime), Some(routes)));
+    }
+    // A listener of its own: bound first, since the servers' URLs carry its address.
+    let listen = kube.gateway_listen.unwrap_or(([127, 0, 0, 1], 0).into());
     let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Listen {
         addr: listen,
         what: " for the gateway",
@@ -147,7 +142,8 @@ async fn own_gateway(listen: SocketAddr, routes: Router, tasks: &Tasks) -> Resul
     })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: listen, what: "", source })?;
     let base = base_url(addr);
-    let app = Guard { allowed_hosts: allowed_hosts(listen, &[]), token: None }.apply(routes);
+    let runtime = start(UrlMode::Gateway(base.clone()));
+    let app = Guard { allowed_hosts: allowed_hosts(listen, &[]), token: None }.apply(gateway::router(runtime.pool()));
     tracing::info!(%base, "gateway to spawned servers listening");
     let stop = tasks.token().clone();
     tasks.spawn(async move {
@@ -155,7 +151,7 @@ async fn own_gateway(listen: SocketAddr, routes: Router, tasks: &Tasks) -> Resul
             tracing::warn!(error = %e, "gateway listener ended");
         }
     });
-    Ok(base)
+    Ok((Runtime::Kubernetes(runtime), None))
 }
 
 /// `http://ADDR`, with an unspecified IP (0.0.0.0) replaced by loopback.

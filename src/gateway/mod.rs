@@ -8,7 +8,7 @@
 
 mod pool;
 
-use std::sync::Arc;
+pub(crate) use pool::Pool;
 
 use axum::{
     Router,
@@ -20,7 +20,7 @@ use axum::{
 };
 use futures::future::BoxFuture;
 
-use crate::{http::Stream, tasks::Tasks};
+use crate::http::Stream;
 
 /// Why the gateway could not reach a server.
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +58,12 @@ pub(crate) trait Dialer: Send + Sync + 'static {
 #[derive(Clone)]
 struct Gateway {
     /// Pooled connections to the servers.
-    pool: pool::Pool,
+    pool: Pool,
 }
 
-/// `/servers/{job_name}/{path}` for every method; connections run on `tasks`.
-pub(crate) fn router(dialer: Arc<dyn Dialer>, tasks: Tasks) -> Router {
-    Router::new().route("/servers/{job}/{*rest}", any(proxy)).with_state(Gateway { pool: pool::pool(dialer, tasks) })
+/// `/servers/{job_name}/{path}` for every method, through `pool`.
+pub(crate) fn router(pool: Pool) -> Router {
+    Router::new().route("/servers/{job}/{*rest}", any(proxy)).with_state(Gateway { pool })
 }
 
 /// The URL path and query the server sees for a gateway request, or `None` for a name that
@@ -121,7 +121,7 @@ async fn proxy(State(gw): State<Gateway>, Path((job, rest)): Path<(String, Strin
     parts.uri = uri;
     strip(&mut parts.headers);
     parts.headers.insert(header::HOST, HeaderValue::from_static("localhost"));
-    match gw.pool.request(Request::from_parts(parts, body)).await {
+    match gw.pool.send(Request::from_parts(parts, body)).await {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip(&mut parts.headers);
@@ -156,7 +156,10 @@ mod tests {
     use axum::routing::{get, post};
     use futures::StreamExt;
 
+    use std::sync::Arc;
+
     use super::*;
+    use crate::tasks::Tasks;
 
     /// Dials local TCP listeners by job name, in place of a port-forward.
     struct Local(HashMap<String, SocketAddr>);
@@ -225,7 +228,7 @@ mod tests {
             );
         let up = serve(upstream).await;
         let dialer: Arc<dyn Dialer> = Arc::new(Local(HashMap::from([("time-ab12cd34".to_string(), up)])));
-        let gw = serve(router(dialer, Tasks::new())).await;
+        let gw = serve(router(Pool::new(dialer, Tasks::new()))).await;
         let client = reqwest::Client::new();
         let resp = client
             .post(format!("http://{gw}/servers/time-ab12cd34/mcp?x=1"))

@@ -12,7 +12,9 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
+use hyper::StatusCode;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::{
     client::legacy::{
@@ -28,15 +30,66 @@ use crate::{http::Stream, tasks::Tasks};
 /// How long an unused connection to a server is kept.
 pub(crate) const IDLE: Duration = Duration::from_secs(60);
 
-/// The HTTP client of the gateway.
-pub(crate) type Pool = Client<Connector, axum::body::Body>;
+/// Keep-alive connections to servers, shared by the gateway and by whoever else asks a server
+/// something (the readiness confirmation, status reads), so they reuse each other's tunnels.
+#[derive(Clone)]
+pub(crate) struct Pool {
+    client: Client<Connector, axum::body::Body>,
+}
 
-/// A pool whose connections are dialed by `dialer` and whose connection tasks run on `tasks`.
-pub(crate) fn pool(dialer: Arc<dyn Dialer>, tasks: Tasks) -> Pool {
-    Client::builder(TasksExecutor(tasks))
-        .pool_idle_timeout(IDLE)
-        .pool_timer(TokioTimer::new())
-        .build(Connector { dialer })
+/// Why a request through the pool got no answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PoolError {
+    /// The dial failed (its [`GatewayError`] is among the sources) or the exchange did.
+    #[error("no answer: {0}")]
+    Request(#[source] hyper_util::client::legacy::Error),
+    #[error("cannot read the answer: {0}")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The largest body [`Pool::get`] reads.
+const GET_LIMIT: usize = 1 << 20;
+
+impl Pool {
+    /// A pool whose connections are dialed by `dialer` and whose connection tasks run on
+    /// `tasks`.
+    pub(crate) fn new(dialer: Arc<dyn Dialer>, tasks: Tasks) -> Pool {
+        let client = Client::builder(TasksExecutor(tasks))
+            .pool_idle_timeout(IDLE)
+            .pool_timer(TokioTimer::new())
+            .build(Connector { dialer });
+        Pool { client }
+    }
+
+    /// Send `request`, whose URI's host names the server (its Job's name).
+    pub(crate) async fn send(
+        &self,
+        request: hyper::Request<axum::body::Body>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        self.client.request(request).await
+    }
+
+    /// `GET path` of server `job`: the status and the body (at most 1 MiB), within `limit`.
+    pub(crate) async fn get(&self, job: &str, path: &str, limit: Duration) -> Result<(StatusCode, Bytes), PoolError> {
+        use http_body_util::BodyExt;
+        let exchange = async {
+            let request = hyper::Request::get(format!("http://{job}{path}"))
+                .header(hyper::header::HOST, "localhost")
+                .body(axum::body::Body::empty())
+                .expect("a job name and a path make a URI");
+            let response = self.send(request).await.map_err(PoolError::Request)?;
+            let status = response.status();
+            let body = http_body_util::Limited::new(response.into_body(), GET_LIMIT)
+                .collect()
+                .await
+                .map_err(PoolError::Body)?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(limit, exchange).await.map_err(|_| PoolError::Timeout(limit))?
+    }
 }
 
 /// Dials the server named by a URI's host.
@@ -119,3 +172,4 @@ pub(crate) fn dial_error(e: &hyper_util::client::legacy::Error) -> Option<&Gatew
     }
     None
 }
+

@@ -175,6 +175,9 @@ pub struct ServerInfo {
     /// The server's last output lines, when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_tail: Option<Vec<String>>,
+    /// When a create that waited for ready saw each step of the start.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub startup: Vec<super::startup::StartTiming>,
 }
 
 impl ServerInfo {
@@ -205,6 +208,7 @@ impl ServerInfo {
             sessions: None,
             ready_after_ms: None,
             log_tail: None,
+            startup: Vec::new(),
         }
     }
 

@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use super::{DeletePhase, Deleted, Phase, ProgressFn, ProgressStep, Reason, RuntimeError, ServerInfo, Urls};
+use super::{
+    DeletePhase, Deleted, Phase, ProgressFn, ProgressStep, Reason, RuntimeError, ServerInfo, Urls,
+    startup::{StartStep, Startup},
+};
 use crate::{
     bridge::{Bridge, BridgeConfig, ChildCommand, Readiness},
     http::Guard,
@@ -170,10 +173,13 @@ impl LocalRuntime {
             }
         };
         report(1, "process started; waiting for initialize");
+        let mut startup = Startup::new();
         server.bridge.wait_ready(timeout).await;
-        let info = info(&server);
+        let mut info = info(&server);
         match info.phase {
             Phase::Ready => {
+                startup.mark(StartStep::InitializeAnswered);
+                info.startup = startup.finish();
                 report(2, "initialize answered; ready");
                 Ok(info)
             }

@@ -12,6 +12,7 @@ mod error;
 mod info;
 pub mod kubernetes;
 pub(crate) mod local;
+pub(crate) mod startup;
 
 use std::{sync::Arc, time::Duration};
 

@@ -121,13 +121,17 @@ impl Servers {
                 }
             }
         }
+        let began = std::time::Instant::now();
         let info = self.runtime.create(spec).await?;
         self.reaper_wake.notify_one();
         if !wait {
             return Ok(info);
         }
+        let created = began.elapsed();
         // The runtime's name, not the spec's: a name taken in the cluster gets a fresh one.
-        Ok(self.runtime.wait_ready(&info.job_name, self.policy.ready_timeout, progress).await?)
+        let mut ready = self.runtime.wait_ready(&info.job_name, self.policy.ready_timeout, progress).await?;
+        ready.startup = crate::runtime::startup::after_create(created, std::mem::take(&mut ready.startup));
+        Ok(ready)
     }
 
     pub(crate) async fn status(&self, name: &str) -> Result<ServerInfo, ServersError> {

@@ -61,11 +61,15 @@ impl Engine {
         Arc::new(Engine { cfg, logs, readiness, spares: Mutex::default(), seq: AtomicU64::new(0), tasks })
     }
 
-    /// Start the probe (and the first spare) in the background.
+    /// Start the probe (and the first spare) in the background. With two CPUs or more the
+    /// spare starts alongside the probe and both starts overlap; with one (a pod's CPU limit of
+    /// 1 counts) they would share it and readiness would come later, so the spare waits for
+    /// the probe's answer.
     pub(crate) fn start(self: &Arc<Self>) {
         self.tasks.spawn(run_probe(self.clone()));
-        // Start the first spare alongside the probe: on two cores both starts overlap.
-        self.refill_spares();
+        if spare_alongside_probe() {
+            self.refill_spares();
+        }
     }
 
     /// What a session table opens its sessions with: a spare (or new) child each, once ready.
@@ -217,5 +221,12 @@ async fn run_probe(engine: Arc<Engine>) {
     engine.readiness.send_replace(outcome);
     if failed {
         engine.drop_spares();
+    } else {
+        engine.refill_spares();
     }
+}
+
+/// Whether this process may use two CPUs at once (std counts a cgroup's CPU quota).
+fn spare_alongside_probe() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
 }

@@ -4,9 +4,11 @@
 //! outlives its TTL (`activeDeadlineSeconds`, `ttlSecondsAfterFinished`).
 
 pub(crate) mod client;
+mod dialer;
+mod directory;
 pub(crate) mod manifests;
 mod pods;
-pub(crate) mod portforward;
+mod portforward;
 pub mod rbac;
 pub(crate) mod readiness;
 pub(crate) mod retry;
@@ -25,13 +27,13 @@ use kube::{
     runtime::watcher,
 };
 
-use self::{client::Connection, manifests::JobSettings, retry::ApiError};
+use self::{client::Connection, dialer::PodDialer, directory::PodDirectory, manifests::JobSettings, retry::ApiError};
 use super::{
     DeletePhase, Deleted, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY, Phase, Reason, RuntimeError,
     ServerInfo, Urls,
 };
 use crate::{
-    http::Stream,
+    gateway::Pool,
     spec::{LabelSelector, ServerSpec},
     tasks::Tasks,
 };
@@ -55,28 +57,36 @@ pub(crate) enum UrlMode {
 
 pub(crate) struct KubernetesRuntime {
     client: Client,
-    tasks: Tasks,
     namespace: String,
-    in_cluster: bool,
     settings: JobSettings,
     urls: UrlMode,
+    /// Which pod runs each server (a watch).
+    directory: PodDirectory,
+    /// Keep-alive connections to the servers' bridges: the gateway's, the readiness
+    /// confirmation's and status reads'.
+    pool: Pool,
 }
 
 impl KubernetesRuntime {
-    /// The runtime, with a sweep of what a crashed predecessor left behind started on `tasks`.
+    /// The runtime, with its pod directory and a sweep of what a crashed predecessor left
+    /// behind started on `tasks`.
     pub(crate) fn start(
         conn: Connection,
         settings: JobSettings,
         urls: UrlMode,
         tasks: Tasks,
     ) -> Arc<KubernetesRuntime> {
+        let pods: Api<Pod> = Api::namespaced(conn.client.clone(), &conn.namespace);
+        let directory = PodDirectory::start(pods.clone(), &tasks);
+        let dialer = PodDialer::new(pods, directory.clone(), conn.in_cluster, tasks.child());
+        let pool = Pool::new(Arc::new(dialer), tasks.child());
         let rt = Arc::new(KubernetesRuntime {
             client: conn.client,
-            tasks: tasks.clone(),
             namespace: conn.namespace,
-            in_cluster: conn.in_cluster,
             settings,
             urls,
+            directory,
+            pool,
         });
         let sweeper = rt.clone();
         tasks.spawn_until_cancelled(async move { sweeper.sweep_orphans().await });
@@ -87,8 +97,9 @@ impl KubernetesRuntime {
         &self.namespace
     }
 
-    pub(crate) fn tasks(&self) -> &Tasks {
-        &self.tasks
+    /// The connections to the servers, for the gateway.
+    pub(crate) fn pool(&self) -> Pool {
+        self.pool.clone()
     }
 
     pub(crate) fn jobs(&self) -> Api<Job> {
@@ -132,32 +143,6 @@ impl KubernetesRuntime {
     /// Whether the server's bridge has a `/readyz` this process can ask.
     pub(crate) fn can_confirm(&self, job: &Job) -> bool {
         status::spec_annotation(job).transport == manifests::PodTransport::Bridge
-    }
-
-    /// Opens a stream to the bridge port of `pod`: directly in the cluster, else port-forward.
-    pub(crate) fn pod_stream(
-        &self,
-        pod: Pod,
-    ) -> impl Fn() -> futures::future::BoxFuture<'static, Result<Box<dyn Stream>, portforward::TunnelError>> + Send + 'static
-    {
-        let pods = self.pods();
-        let in_cluster = self.in_cluster;
-        let tasks = self.tasks.clone();
-        move || {
-            let (pods, pod, tasks) = (pods.clone(), pod.clone(), tasks.clone());
-            Box::pin(async move {
-                if in_cluster {
-                    let ip =
-                        pod.status.as_ref().and_then(|s| s.pod_ip.clone()).ok_or(portforward::TunnelError::NoPodIp)?;
-                    let s = tokio::net::TcpStream::connect((ip.as_str(), manifests::SERVER_PORT))
-                        .await
-                        .map_err(portforward::TunnelError::Connect)?;
-                    Ok(Box::new(s) as Box<dyn Stream>)
-                } else {
-                    portforward::open(&pods, &pod.name_any(), manifests::SERVER_PORT, &tasks).await
-                }
-            })
-        }
     }
 
     pub(crate) async fn get_job(&self, name: &str) -> Result<Job, RuntimeError> {
@@ -373,9 +358,9 @@ impl KubernetesRuntime {
         let mut info = self.info(&job, pod.as_ref());
         if matches!(info.phase, Phase::Ready | Phase::Starting)
             && self.can_confirm(&job)
-            && let Some(pod) = pod.clone().filter(pods::is_running)
+            && pod.as_ref().is_some_and(pods::is_running)
         {
-            self.add_bridge_status(&mut info, pod).await;
+            self.add_bridge_status(&mut info).await;
         }
         if info.phase == Phase::Failed
             && let Some(pod) = &pod
@@ -426,10 +411,15 @@ impl KubernetesRuntime {
         Ok(Deleted { job_name: name.to_string(), phase, removed, already_gone })
     }
 
+    /// Hand out warm-pool member `pooled` as `spec`'s server: one Job patch when the pod
+    /// directory knows its Ready pod (the bridge's tunnel in the pool stays open).
     pub(crate) async fn adopt(&self, pooled: &str, spec: ServerSpec) -> Result<ServerInfo, RuntimeError> {
-        let job = self.get_job(pooled).await?;
-        let pod = self.find_pod(pooled).await?;
-        if pod.as_ref().map(status::pod_state) != Some(status::PodState::Ready) {
+        let ready = |p: &Option<Pod>| p.as_ref().map(status::pod_state) == Some(status::PodState::Ready);
+        let pod = match self.directory.cached(pooled).filter(ready) {
+            Some(pod) => pod,
+            None => self.find_pod(pooled).await?,
+        };
+        if !ready(&pod) {
             let _ = self.remove(pooled).await;
             return Err(RuntimeError::Failed {
                 name: pooled.to_string(),
@@ -444,9 +434,12 @@ impl KubernetesRuntime {
         let mut labels: serde_json::Map<String, serde_json::Value> =
             super::standard_labels(&renamed).into_iter().map(|(k, v)| (k, v.into())).collect();
         labels.insert(LABEL_POOL.into(), serde_json::Value::Null);
-        let started = job.status.as_ref().and_then(|s| s.start_time.clone()).map(|t| std::time::SystemTime::from(t.0));
-        let age = started.and_then(|t| t.elapsed().ok()).unwrap_or_default();
-        let deadline = (age + renamed.ttl).as_secs().max(1);
+        // The deadline counts from the Job's start, a moment before its pod was created; a
+        // second more than the pod's age keeps it from ending the server early (the reaper
+        // ends it at expires_at).
+        let pod_created = pod.as_ref().and_then(|p| p.metadata.creation_timestamp.clone());
+        let age = pod_created.and_then(|t| std::time::SystemTime::from(t.0).elapsed().ok()).unwrap_or_default();
+        let deadline = (age + renamed.ttl).as_secs() + 1;
         let patch = Patch::Merge(serde_json::json!({
             "metadata": {
                 "labels": labels,
@@ -477,25 +470,28 @@ impl KubernetesRuntime {
 }
 
 impl KubernetesRuntime {
-    /// Fill `tools`, `sessions` and `ready_after_ms` from the bridge's `/status` (pod IP in the
-    /// cluster, a tunnel outside), as the local runtime does; left empty when the bridge does
-    /// not answer within a second.
-    async fn add_bridge_status(&self, info: &mut ServerInfo, pod: Pod) {
+    /// Fill `tools`, `sessions` and `ready_after_ms` from the bridge's `/status` (through the
+    /// pool: pod IP in the cluster, a tunnel outside), as the local runtime does; left empty
+    /// when the bridge does not answer within a second.
+    async fn add_bridge_status(&self, info: &mut ServerInfo) {
         const STATUS_WAIT: Duration = Duration::from_secs(1);
-        let dial = self.pod_stream(pod);
-        let read = async {
-            let stream = dial().await.ok()?;
-            crate::http::get_json::<crate::bridge::BridgeStatus>(stream, "/status", &self.tasks).await
-        };
-        match tokio::time::timeout(STATUS_WAIT, read).await {
-            Ok(Some(status)) => {
-                if status.state == "ready" {
-                    info.tools = Some(status.tools);
-                    info.ready_after_ms = info.ready_after_ms.or(status.ready_after_ms);
-                }
-                info.sessions = Some(status.sessions);
+        let status = match self.pool.get(&info.job_name, "/status", STATUS_WAIT).await {
+            Ok((hyper::StatusCode::OK, body)) => serde_json::from_slice::<crate::bridge::BridgeStatus>(&body).ok(),
+            Ok((code, _)) => {
+                tracing::debug!(server = %info.job_name, %code, "the bridge's /status failed");
+                None
             }
-            _ => tracing::debug!(server = %info.job_name, "the bridge's /status did not answer"),
+            Err(e) => {
+                tracing::debug!(server = %info.job_name, error = %e, "the bridge's /status did not answer");
+                None
+            }
+        };
+        if let Some(status) = status {
+            if status.state == "ready" {
+                info.tools = Some(status.tools);
+                info.ready_after_ms = info.ready_after_ms.or(status.ready_after_ms);
+            }
+            info.sessions = Some(status.sessions);
         }
     }
 

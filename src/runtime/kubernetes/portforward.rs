@@ -1,29 +1,11 @@
-//! Reaching a server's pod from outside the cluster: a [`Dialer`] for the gateway that finds
-//! the Job's running pod and opens a port-forward stream to its MCP port through the API
-//! server (`pods/portforward`, a websocket). The gateway's pool keeps each stream as a
-//! keep-alive connection for many exchanges; a stream that breaks fails only the exchanges on
-//! it. The pod a Job runs is remembered for a few seconds, so dialing does not list pods each
-//! time.
-
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+//! A byte stream to a pod's port through the API server's `pods/portforward` (a websocket):
+//! how this process reaches a pod from outside the cluster.
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::{Api, Client, ResourceExt};
+use kube::Api;
 
-use super::{pods, retry};
-use crate::{
-    gateway::{Dialer, GatewayError},
-    http::Stream,
-    tasks::Tasks,
-};
-
-/// How long a Job's pod and port are trusted without asking the API again. A pod does not
-/// change under a Job (restartPolicy Never); a failed tunnel forgets it at once.
-const TARGET_TTL: Duration = Duration::from_secs(10);
+use super::retry;
+use crate::{http::Stream, tasks::Tasks};
 
 /// Why a stream to a pod could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -38,58 +20,6 @@ pub(crate) enum TunnelError {
     NoPodIp,
     #[error("cannot connect to the pod: {0}")]
     Connect(#[source] std::io::Error),
-}
-
-pub(crate) struct PodDialer {
-    pods: Api<Pod>,
-    tasks: Tasks,
-    /// job → (pod, port, when it was looked up).
-    targets: Mutex<HashMap<String, (String, u16, Instant)>>,
-}
-
-impl PodDialer {
-    pub(crate) fn new(client: Client, namespace: &str, tasks: Tasks) -> PodDialer {
-        PodDialer { pods: Api::namespaced(client, namespace), tasks, targets: Mutex::default() }
-    }
-
-    /// [`PodDialer::target`], remembered for [`TARGET_TTL`].
-    async fn cached_target(&self, job: &str) -> Result<(String, u16), GatewayError> {
-        let known = {
-            let mut targets = self.targets.lock().expect("targets poisoned");
-            targets.retain(|_, (_, _, at)| at.elapsed() < TARGET_TTL);
-            targets.get(job).map(|(pod, port, _)| (pod.clone(), *port))
-        };
-        if let Some(target) = known {
-            return Ok(target);
-        }
-        let (pod, port) = self.target(job).await?;
-        self.targets.lock().expect("targets poisoned").insert(job.to_string(), (pod.clone(), port, Instant::now()));
-        Ok((pod, port))
-    }
-
-    /// The running pod of `job` and the port its server listens on.
-    async fn target(&self, job: &str) -> Result<(String, u16), GatewayError> {
-        let pod = pods::find(&self.pods, job)
-            .await
-            .map_err(|e| GatewayError::Tunnel { job: job.to_string(), why: Box::new(TunnelError::FindPod(e)) })?
-            .ok_or_else(|| GatewayError::NotFound(job.to_string()))?;
-        if !pods::is_running(&pod) {
-            return Err(GatewayError::NotRunning { job: job.to_string(), why: "its pod is not running".into() });
-        }
-        Ok((pod.name_any(), pods::server_port(&pod)))
-    }
-}
-
-impl Dialer for PodDialer {
-    fn dial<'a>(&'a self, job: &'a str) -> futures::future::BoxFuture<'a, Result<Box<dyn Stream>, GatewayError>> {
-        Box::pin(async move {
-            let (pod, port) = self.cached_target(job).await?;
-            open(&self.pods, &pod, port, &self.tasks).await.map_err(|why| {
-                self.targets.lock().expect("targets poisoned").remove(job);
-                GatewayError::Tunnel { job: job.to_string(), why: Box::new(why) }
-            })
-        })
-    }
 }
 
 /// A port-forward stream to `port` of `pod`.

@@ -4,9 +4,14 @@
 //! its last output in the message.
 //!
 //! The kubelet probes `/readyz` once a second; to save up to that second, once the container
-//! runs the meta server asks `/readyz` itself (pod IP in cluster, port-forward outside).
+//! runs the meta server asks `/readyz` itself, through the connection pool the gateway uses
+//! (pod IP in cluster, port-forward outside), so the first call through the gateway finds a
+//! tunnel already open. Each step is timed ([`Startup`]) for the create's answer.
 
-use std::{ops::ControlFlow, time::Duration};
+use std::{
+    ops::ControlFlow,
+    time::{Duration, Instant},
+};
 
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream::BoxStream};
 use k8s_openapi::api::{
@@ -24,9 +29,11 @@ use super::{
     status::{self, PodState},
 };
 use crate::{
-    http::Stream,
-    runtime::{Phase, ProgressFn, ProgressStep, Reason, RuntimeError, ServerInfo},
-    tasks::Tasks,
+    gateway::Pool,
+    runtime::{
+        Phase, ProgressFn, ProgressStep, Reason, RuntimeError, ServerInfo,
+        startup::{StartStep, Startup},
+    },
 };
 
 /// Consecutive watch errors before the API server is declared unusable (about 5 s of backoff).
@@ -56,13 +63,23 @@ pub(crate) async fn wait_ready(
         return Err(RuntimeError::Failed { name: name.to_string(), reason: Reason::from_cluster(reason), message });
     }
     let mut updates = watch(rt, name);
-    let mut wait =
-        Wait { rt, name, progress, job, last_pod: None, reported: 0, pod_errors: 0, job_errors: 0, confirm: None };
+    let mut wait = Wait {
+        rt,
+        name,
+        progress,
+        job,
+        last_pod: None,
+        reported: 0,
+        pod_errors: 0,
+        job_errors: 0,
+        confirm: None,
+        startup: Startup::new(),
+    };
     loop {
         let update = tokio::select! {
             u = updates.next() => u,
-            _ = async { wait.confirm.as_mut().expect("guarded").await }, if wait.confirm.is_some() => {
-                return Ok(wait.confirmed().await);
+            listening = async { wait.confirm.as_mut().expect("guarded").await }, if wait.confirm.is_some() => {
+                return Ok(wait.confirmed(listening).await);
             }
             _ = tokio::time::sleep_until(deadline) => {
                 let phase = rt.info(&wait.job, wait.last_pod.as_ref()).phase;
@@ -105,25 +122,34 @@ struct Wait<'a> {
     /// events: one watch that works does not hide another that keeps failing.
     pod_errors: u32,
     job_errors: u32,
-    /// The meta server's own `/readyz` check, once the container runs.
-    confirm: Option<BoxFuture<'static, ()>>,
+    /// The meta server's own `/readyz` check, once the container runs; it resolves to when
+    /// the bridge first answered.
+    confirm: Option<BoxFuture<'static, Instant>>,
+    startup: Startup,
 }
 
 type Outcome = ControlFlow<Result<ServerInfo, RuntimeError>>;
 
 impl Wait<'_> {
-    /// Send the progress steps up to `upto` not sent yet.
+    /// Send the progress steps up to `upto` not sent yet, and time them.
     fn report(&mut self, upto: u32, pod: &Pod) {
         while self.reported < upto {
             self.reported += 1;
+            if let Some(step) = status::start_step(self.reported) {
+                self.startup.mark(step);
+            }
             if let Some(p) = &self.progress {
-                p(ProgressStep {
-                    step: self.reported,
-                    total: status::STEPS,
-                    message: status::step_message(self.reported, pod),
-                });
+                let at = self.startup.elapsed().as_secs_f64();
+                let message = format!("{} ({at:.2} s)", status::step_message(self.reported, pod));
+                p(ProgressStep { step: self.reported, total: status::STEPS, message });
             }
         }
+    }
+
+    /// The answer for a Ready server, with the timed steps of its start.
+    fn ready(&mut self, mut info: ServerInfo) -> ServerInfo {
+        info.startup = std::mem::replace(&mut self.startup, Startup::new()).finish();
+        info
     }
 
     async fn apply(&mut self, update: Update) -> Outcome {
@@ -176,8 +202,10 @@ impl Wait<'_> {
             |reason, message| ControlFlow::Break(Err(RuntimeError::Failed { name: name.to_string(), reason, message }));
         match state {
             PodState::Ready => {
+                self.startup.mark(StartStep::PodReady);
                 tracing::info!(server = name, pod = %pod.name_any(), "ready");
-                return ControlFlow::Break(Ok(rt.info(&self.job, Some(&pod))));
+                let info = rt.info(&self.job, Some(&pod));
+                return ControlFlow::Break(Ok(self.ready(info)));
             }
             PodState::Failed { reason, message, .. } => {
                 let message = rt.explain(&pod, message).await;
@@ -189,7 +217,7 @@ impl Wait<'_> {
                 return failed(Reason::Completed, message);
             }
             PodState::Started if self.confirm.is_none() && rt.can_confirm(&self.job) => {
-                self.confirm = Some(confirm_ready(rt, pod.clone()));
+                self.confirm = Some(confirm_ready(rt.pool(), name.to_string()));
             }
             _ => {}
         }
@@ -200,8 +228,10 @@ impl Wait<'_> {
     /// The answer once the meta server's own `/readyz` check succeeded. The confirmation is
     /// recorded on the Job, so that status, list and mount (here or in a restarted meta server)
     /// say Ready too, before the kubelet's next probe does.
-    async fn confirmed(&mut self) -> ServerInfo {
+    async fn confirmed(&mut self, listening: Instant) -> ServerInfo {
         let pod = self.last_pod.clone().expect("confirm needs a pod");
+        self.startup.mark_at(StartStep::BridgeListening, listening);
+        self.startup.mark(StartStep::InitializeAnswered);
         self.report(status::STEPS, &pod);
         let now = crate::runtime::rfc3339(std::time::SystemTime::now());
         let patch = kube::api::Patch::Merge(
@@ -209,7 +239,10 @@ impl Wait<'_> {
         );
         let (jobs, params) = (self.rt.jobs(), kube::api::PatchParams::default());
         match retry::call("patch job", || jobs.patch(self.name, &params, &patch)).await {
-            Ok(job) => self.job = job,
+            Ok(job) => {
+                self.job = job;
+                self.startup.mark(StartStep::Recorded);
+            }
             Err(e) => tracing::warn!(server = self.name, error = %e, "cannot record the readiness on the Job"),
         }
         let mut info = self.rt.info(&self.job, Some(&pod));
@@ -217,7 +250,7 @@ impl Wait<'_> {
         info.reason = None;
         info.message = None;
         tracing::info!(server = self.name, "ready (confirmed by /readyz)");
-        info
+        self.ready(info)
     }
 }
 
@@ -256,37 +289,38 @@ fn watch_error(name: &str, errors: &mut u32, e: watcher::Error) -> Result<(), Ru
     Ok(())
 }
 
-/// Resolves once the pod's `/readyz` answers 200. It gives up quietly when the pod cannot be
-/// reached (the watch still reports readiness then, one kubelet probe later).
-fn confirm_ready(rt: &KubernetesRuntime, pod: Pod) -> BoxFuture<'static, ()> {
-    let dial = rt.pod_stream(pod);
-    let tasks = rt.tasks().clone();
+/// Resolves once the server's `/readyz` answers 200, to when the bridge first answered at all.
+/// A bridge that is not listening yet fails a few tries; one that stays unreachable (no
+/// `pods/portforward` permission, a network policy) makes it give up quietly, and the watch
+/// reports readiness one kubelet probe later.
+fn confirm_ready(pool: Pool, name: String) -> BoxFuture<'static, Instant> {
+    const ANSWER_WAIT: Duration = Duration::from_secs(2);
     async move {
-        for attempt in 0..100u32 {
-            match dial().await {
-                Ok(stream) => {
-                    if readyz(stream, &tasks).await {
-                        return;
+        let mut listening = None;
+        const GIVE_UP_AFTER: u32 = 20;
+        let mut unreachable = 0;
+        for attempt in 0..200u32 {
+            match pool.get(&name, "/readyz", ANSWER_WAIT).await {
+                Ok((code, _)) => {
+                    unreachable = 0;
+                    let first = *listening.get_or_insert_with(Instant::now);
+                    if code == hyper::StatusCode::OK {
+                        return first;
                     }
                 }
                 Err(why) => {
-                    tracing::debug!(error = %why, attempt, "cannot reach the pod to confirm readiness");
-                    if attempt >= 2 {
+                    tracing::debug!(server = %name, error = %why, attempt, "cannot reach the pod to confirm readiness");
+                    unreachable += 1;
+                    if unreachable >= GIVE_UP_AFTER {
                         break;
                     }
                 }
             }
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
-        futures::future::pending::<()>().await
+        futures::future::pending::<Instant>().await
     }
     .boxed()
-}
-
-/// `GET /readyz` over `stream`: true on 200.
-async fn readyz(stream: Box<dyn Stream>, tasks: &Tasks) -> bool {
-    let answer = crate::http::get_status(stream, "/readyz", tasks);
-    tokio::time::timeout(Duration::from_secs(2), answer).await.ok().flatten() == Some(hyper::StatusCode::OK)
 }
 
 impl KubernetesRuntime {

@@ -8,7 +8,7 @@ use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use super::manifests::{
     ANNOTATION_CREATED, ANNOTATION_EXPIRES, ANNOTATION_READY, ANNOTATION_SPEC, CONTAINER, SpecAnnotation,
 };
-use crate::runtime::{LABEL_PRESET, Phase, Reason, ServerInfo, Urls};
+use crate::runtime::{LABEL_PRESET, Phase, Reason, ServerInfo, Urls, startup::StartStep};
 
 /// Container waiting reasons that never resolve on their own: the server has failed.
 const FATAL_WAITING: [&str; 7] = [
@@ -58,6 +58,16 @@ impl PodState {
 
 /// Progress steps of a Kubernetes server becoming ready.
 pub(crate) const STEPS: u32 = 4;
+
+/// The timed step of a progress step (the last one, "ready", is timed by how it was seen).
+pub(crate) fn start_step(step: u32) -> Option<StartStep> {
+    match step {
+        1 => Some(StartStep::Scheduled),
+        2 => Some(StartStep::ImagePresent),
+        3 => Some(StartStep::ContainerStarted),
+        _ => None,
+    }
+}
 
 pub(crate) fn step_message(step: u32, pod: &Pod) -> String {
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();

@@ -1,0 +1,64 @@
+//! Which pod runs each server, kept current by one watch over the namespace's managed pods (a
+//! reflector), so that dialing a server, reading its status and handing out a pool member cost
+//! no API request. The pod of a Job can change (a Job suspended and resumed runs a new pod), and
+//! the watch sees that as it happens; a cache with an expiry would keep dialing the old one.
+//!
+//! The store can lag the cluster by a moment (a pod the readiness watch just saw Running may
+//! still be Pending here), so a lookup that finds no running pod asks the API once.
+
+use std::sync::Arc;
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, ResourceExt,
+    runtime::{reflector, watcher},
+};
+
+use super::{pods, retry};
+use crate::{
+    runtime::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY},
+    tasks::Tasks,
+};
+
+/// The managed pods of one namespace, as a watch last saw them.
+#[derive(Clone)]
+pub(crate) struct PodDirectory {
+    pods: Api<Pod>,
+    store: reflector::Store<Pod>,
+}
+
+impl PodDirectory {
+    /// The directory, with its watch running on `tasks` (it resumes after errors with backoff).
+    pub(crate) fn start(pods: Api<Pod>, tasks: &Tasks) -> PodDirectory {
+        let (store, writer) = reflector::store();
+        let config = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+        let events = reflector::reflector(writer, retry::backed_off(watcher(pods.clone(), config)));
+        tasks.spawn_until_cancelled(async move {
+            futures::pin_mut!(events);
+            while let Some(event) = events.next().await {
+                if let Err(e) = event {
+                    tracing::debug!(error = %e, "pod directory watch error; resuming");
+                }
+            }
+        });
+        PodDirectory { pods, store }
+    }
+
+    /// The pod of `job` ([`pods::pod_of_job`]) as the watch has it, or `None` before its first
+    /// list has arrived.
+    pub(crate) fn cached(&self, job: &str) -> Option<Option<Pod>> {
+        self.store.wait_until_ready().now_or_never()?.ok()?;
+        let of_job = |p: &Pod| p.labels().get(LABEL_INSTANCE).map(String::as_str) == Some(job);
+        let found: Vec<Pod> = self.store.state_filter(of_job).into_iter().map(Arc::unwrap_or_clone).collect();
+        Some(pods::pod_of_job(found))
+    }
+
+    /// The running pod of `job`: from the watch when it has one, else from the API.
+    pub(crate) async fn running(&self, job: &str) -> Result<Option<Pod>, retry::ApiError> {
+        if let Some(Some(pod)) = self.cached(job).filter(|p| p.as_ref().is_some_and(pods::is_running)) {
+            return Ok(Some(pod));
+        }
+        pods::find(&self.pods, job).await
+    }
+}
