@@ -9,6 +9,8 @@
 #[allow(clippy::all)]
 #[path = "../tests/support/fake_kube/mod.rs"]
 mod fake_kube;
+#[path = "suite/gateway.rs"]
+mod gateway;
 #[path = "suite/kube.rs"]
 mod kube;
 #[path = "suite/measure.rs"]
@@ -83,7 +85,7 @@ impl Config {
             lists: num("BENCH_LISTS", 20)?,
             list_servers: num("BENCH_LIST_SERVERS", 200)?,
             servers: list("BENCH_SERVERS", &["time", "everything"])?,
-            sections: list("BENCH_SECTIONS", &["bridge", "meta"])?,
+            sections: list("BENCH_SECTIONS", &["bridge", "meta", "kube"])?,
         })
     }
 
@@ -162,6 +164,9 @@ async fn run() -> Result<()> {
     }
     if cfg.sections.iter().any(|s| s == "meta") {
         report.meta = Some(meta_section(&bin, &tools, &cfg).await);
+    }
+    if cfg.sections.iter().any(|s| s == "kube") {
+        report.kube = Some(kube_section(&bench, &bin, &cfg).await);
     }
 
     let load_end = load1();
@@ -360,4 +365,16 @@ async fn meta_section(bin: &Path, tools: &tools::Tools, cfg: &Config) -> MetaRes
     eprintln!("suite: list_mcp_servers with {} servers on the fake Kubernetes API", cfg.list_servers);
     let list = kube::list_servers(bin, tools, cfg.list_servers, cfg.lists).await.into();
     MetaResults { start, idle, creates, list }
+}
+
+/// The Kubernetes runtime on the fake API server with its process kubelet.
+async fn kube_section(bench: &Bench<'_>, bin: &Path, cfg: &Config) -> report::KubeResults {
+    eprintln!("suite: == Kubernetes runtime (fake API server, process kubelet) ==");
+    eprintln!("suite: gateway against direct, {} calls", cfg.calls);
+    let gateway = gateway::gateway_figures(bench, bin, cfg.calls, cfg.concurrency, cfg.paced).await.into();
+    eprintln!("suite: cold create steps, n={}", cfg.creates);
+    let cold = gateway::cold_start(bin, bench.tools, cfg.creates).await.into();
+    eprintln!("suite: warm-pool hand-out on the fake");
+    let pool = gateway::pool_hand_out(bin, bench.tools, cfg.creates).await.into();
+    report::KubeResults { gateway, cold, pool }
 }

@@ -276,23 +276,26 @@ async fn create_figures_in(bin: &Path, tools: &Tools, n: usize, cache: &PathBuf)
 async fn warm_pool(bin: &Path, tools: &Tools, n: usize, cache: &Path) -> Result<Create> {
     let meta =
         Meta::start(bin, tools, &["--warm-pool", "time=2"], &[("UV_CACHE_DIR", cache)], "serve-warm-pool.log").await?;
-    let result = async {
-        let (mut client, mut server) = (Vec::new(), Vec::new());
-        for _ in 0..n {
-            let before = meta.wait_pool_full("time").await?;
-            let (c, s) = meta.create_time().await?;
-            let after = meta.pool("time").await?;
-            if after["handed_out"].as_u64() != before["handed_out"].as_u64().map(|h| h + 1) {
-                bail!("the created server did not come from the warm pool (pool before {before}, after {after})");
-            }
-            client.push(c);
-            server.push(s);
-        }
-        Ok(Create::from_samples(&client, &server))
-    }
-    .await;
+    let result = pool_creates(&meta, n).await;
     meta.stop().await;
     result
+}
+
+/// `n` creates of the `time` preset on a meta server with a `time` pool, each once the pool is
+/// full again, each checked to have come from the pool.
+pub async fn pool_creates(meta: &Meta, n: usize) -> Result<Create> {
+    let (mut client, mut server) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let before = meta.wait_pool_full("time").await?;
+        let (c, s) = meta.create_time().await?;
+        let after = meta.pool("time").await?;
+        if after["handed_out"].as_u64() != before["handed_out"].as_u64().map(|h| h + 1) {
+            bail!("the created server did not come from the warm pool (pool before {before}, after {after})");
+        }
+        client.push(c);
+        server.push(s);
+    }
+    Ok(Create::from_samples(&client, &server))
 }
 
 impl Meta {

@@ -6,6 +6,7 @@ use std::{fmt::Write as _, path::Path, process::Command};
 use anyhow::{Context, Result};
 
 use crate::{
+    gateway::{ColdStart, GatewayFigures, Route},
     measure::{Calls, Connect},
     meta::{Create, CreateFigures, Idle, Outcome, Start},
 };
@@ -63,7 +64,15 @@ pub struct Report {
     pub calls: Vec<CallRow>,
     pub sessions: Vec<SessionRow>,
     pub meta: Option<MetaResults>,
+    pub kube: Option<KubeResults>,
     pub notes: Vec<String>,
+}
+
+/// `serve --runtime kubernetes` on the fake API server with its process kubelet.
+pub struct KubeResults {
+    pub gateway: Outcome<GatewayFigures>,
+    pub cold: Outcome<ColdStart>,
+    pub pool: Outcome<Create>,
 }
 
 /// CPU model, cores, kernel, date, git commit.
@@ -264,6 +273,9 @@ impl Report {
             };
             goals.push(("warm-pool create→ready < 50 ms".into(), fig, ok));
         }
+        if let Some(k) = &self.kube {
+            goals.extend(kube_goals(k));
+        }
         goals
     }
 
@@ -291,6 +303,9 @@ impl Report {
         }
         if let Some(m) = &self.meta {
             render_meta(&mut md, m);
+        }
+        if let Some(k) = &self.kube {
+            render_kube(&mut md, k);
         }
         if !self.notes.is_empty() {
             let _ = writeln!(md, "\n### Notes\n");
@@ -475,4 +490,115 @@ pub fn write_readme(readme: &Path, md: &str) -> Result<()> {
         }
     };
     std::fs::write(readme, new).with_context(|| format!("write {}", readme.display()))
+}
+
+/// The Kubernetes goals of issue 9 that the fake can show.
+fn kube_goals(k: &KubeResults) -> Vec<(String, String, Option<bool>)> {
+    let mut goals = Vec::new();
+    let (fig, ok) = match &k.gateway {
+        Outcome::Done(g) => match (&g.gateway.c1, &g.direct.c1) {
+            (Outcome::Done(gw), Outcome::Done(d)) => {
+                let share = gw.per_s / d.per_s;
+                (
+                    format!("{:.0}% ({} against {} calls/s)", share * 100.0, thousands(gw.per_s), thousands(d.per_s)),
+                    Some(share >= 0.5 && gw.errors == 0),
+                )
+            }
+            _ => ("no figures".into(), None),
+        },
+        other => (outcome_text(other), None),
+    };
+    goals.push(("gateway (fake port-forward) ≥ 50% of the direct bridge's calls/s, C=1".into(), fig, ok));
+    let (fig, ok) = match &k.gateway {
+        Outcome::Done(g) => match (&g.gateway.session, &g.direct.session) {
+            (Outcome::Done(gw), Outcome::Done(d)) => (
+                format!("{} ms against {} ms direct", ms(gw.p50_us), ms(d.p50_us)),
+                Some(gw.p50_us <= 2.0 * d.p50_us && gw.errors == 0),
+            ),
+            _ => ("no figures".into(), None),
+        },
+        other => (outcome_text(other), None),
+    };
+    goals.push(("new session through the gateway ≤ 2× direct (p50)".into(), fig, ok));
+    let (fig, ok) = match &k.pool {
+        Outcome::Done(c) => (format!("{} ms median", ms_f(c.median_ms)), Some(c.median_ms <= 50.0)),
+        other => (outcome_text(other), None),
+    };
+    goals.push(("warm-pool hand-out on Kubernetes (fake) ≤ 50 ms".into(), fig, ok));
+    goals
+}
+
+fn route_cells(r: &Route) -> String {
+    let calls = |c: &Outcome<Calls>| match c {
+        Outcome::Done(c) if c.errors == 0 => format!("{} | {}", thousands(c.per_s), ms(c.p50_us)),
+        Outcome::Done(c) => format!(
+            "{} | {} ({} failed: {})",
+            thousands(c.per_s),
+            ms(c.p50_us),
+            c.errors,
+            c.first_error.as_deref().unwrap_or("?").replace('|', "/")
+        ),
+        other => format!("– | {}", outcome_text(other)),
+    };
+    let session = match &r.session {
+        Outcome::Done(c) => format!("{} ({} + {})", ms(c.p50_us), ms(c.init_p50_us), ms(c.list_p50_us)),
+        other => outcome_text(other),
+    };
+    format!("{} | {} | {session}", calls(&r.c1), calls(&r.cn))
+}
+
+fn render_kube(md: &mut String, k: &KubeResults) {
+    let _ = writeln!(
+        md,
+        "
+### Kubernetes runtime (fake API server, process kubelet)
+"
+    );
+    let _ = writeln!(
+        md,
+        "The pods' containers are real processes (the bridge and `uvx mcp-server-time`); the gateway reaches \
+         them through the fake's `pods/portforward` websocket, \"direct\" is the same bridge at its pod \
+         address. New session: connect + initialize + tools/list, one at a time with 2 s before each (the \
+         bridge's spare ready; p50 of initialize + tools/list in brackets).\n"
+    );
+    match &k.gateway {
+        Outcome::Done(g) => {
+            let c = g.concurrency;
+            let _ = writeln!(
+                md,
+                "| route | calls/s C=1 | p50 ms C=1 | calls/s C={c} | p50 ms C={c} | new session p50 ms |"
+            );
+            let _ = writeln!(md, "|---|---|---|---|---|---|");
+            let _ = writeln!(md, "| direct (pod address) | {} |", route_cells(&g.direct));
+            let _ = writeln!(md, "| gateway (port-forward, pooled) | {} |", route_cells(&g.gateway));
+            let _ = writeln!(
+                md,
+                "\nTunnels the gateway opened for 2 × {} calls (C=1 and C={c}, plus warmups) and {} new sessions: {}.",
+                g.calls, g.sessions, g.tunnels
+            );
+        }
+        other => {
+            let _ = writeln!(md, "gateway figures: {}", outcome_text(other));
+        }
+    }
+    match &k.cold {
+        Outcome::Done(cold) => {
+            let _ = writeln!(
+                md,
+                "\nCold create → ready, `time` preset (a new Job and pod each, uv cache warm), n={}, modelled \
+                 kubelet: {}. Client time median {} ms.\n",
+                cold.n,
+                cold.kubelet,
+                ms_f(cold.total_ms)
+            );
+            let _ = writeln!(md, "| step (the create's `startup`) | median ms since the create began |\n|---|---|");
+            for (step, at) in &cold.steps {
+                let _ = writeln!(md, "| {step} | {} |", ms_f(*at));
+            }
+        }
+        other => {
+            let _ = writeln!(md, "\ncold create steps: {}", outcome_text(other));
+        }
+    }
+    let _ = writeln!(md, "\n| warm-pool hand-out (`--warm-pool time=2`) | {} |\n|---|---|", create_text(&k.pool));
 }

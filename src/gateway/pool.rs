@@ -172,4 +172,3 @@ pub(crate) fn dial_error(e: &hyper_util::client::legacy::Error) -> Option<&Gatew
     }
     None
 }
-

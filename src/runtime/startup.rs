@@ -95,9 +95,6 @@ mod tests {
         s.mark_at(StartStep::Scheduled, t0 + Duration::from_millis(200));
         let steps: Vec<(StartStep, u64)> =
             after_create(Duration::from_millis(5), s.finish()).iter().map(|t| (t.step, t.after_ms)).collect();
-        assert_eq!(
-            steps,
-            [(StartStep::Created, 5), (StartStep::Scheduled, 15), (StartStep::ContainerStarted, 305)]
-        );
+        assert_eq!(steps, [(StartStep::Created, 5), (StartStep::Scheduled, 15), (StartStep::ContainerStarted, 305)]);
     }
 }

@@ -464,6 +464,45 @@ async fn calls_through_the_gateway_reuse_their_tunnels_and_a_broken_tunnel_fails
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_suspend_and_resume_the_gateway_reaches_the_jobs_new_pod_at_once() {
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::api::{Api, Patch, PatchParams};
+    within(LIMIT, async {
+        let c = process_cluster().await;
+        let (meta, _) = meta(&c, &[]).await;
+        let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
+        let (job, url) = (server["job_name"].as_str().unwrap().to_string(), server["urls"]["mcp"].as_str().unwrap());
+        let first = connect_http(url).await;
+        assert!(text(&call(&first, "get_current_time", json!({"timezone": "UTC"})).await).contains("UTC"));
+        let old_pod = pod_of(&c.fake, &job).metadata.name.unwrap();
+
+        let jobs: Api<Job> = Api::namespaced(c.fake.client(NS), NS);
+        let suspend = |on: bool| Patch::Merge(json!({"spec": {"suspend": on}}));
+        jobs.patch(&job, &PatchParams::default(), &suspend(true)).await.unwrap();
+        let gone = c.fake.wait_until(Duration::from_secs(10), |f| f.get_json("pods", NS, &old_pod).is_none()).await;
+        assert!(gone, "the suspended Job's pod is gone");
+        jobs.patch(&job, &PatchParams::default(), &suspend(false)).await.unwrap();
+        let ready = c
+            .fake
+            .wait_until(Duration::from_secs(20), |f| {
+                f.objects::<Pod>(NS).iter().any(|p| {
+                    p.metadata.name.as_deref().is_some_and(|n| n.starts_with(&format!("{job}-")) && n != old_pod)
+                        && condition_time(p, "Ready").is_some_and(|(status, _)| status == "True")
+                })
+            })
+            .await;
+        assert!(ready, "the resumed Job runs a new pod that turns Ready");
+
+        // The very first session after the resume goes to the new pod: the directory followed
+        // the watch (a cached lookup would dial the old pod and answer 502 first).
+        let fresh = connect_http(url).await;
+        let res = call(&fresh, "get_current_time", json!({"timezone": "Asia/Tokyo"})).await;
+        assert!(text(&res).contains("Asia/Tokyo"), "{}", text(&res));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sessions_through_the_gateway_each_get_their_own_answers() {
     within(LIMIT, async {
         let c = process_cluster().await;

@@ -68,8 +68,8 @@ pub(crate) async fn connect(context: Option<&str>, namespace: Option<&str>) -> R
     };
     let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
     let namespace = namespace.map(str::to_string).unwrap_or_else(|| config.default_namespace.clone());
-    let client =
-        Client::try_from(config).map_err(|e| ConnectError::Client { server: server.clone(), why: e.to_string() })?;
+    let client = super::transport::client(config)
+        .map_err(|e| ConnectError::Client { server: server.clone(), why: e.to_string() })?;
     let conn = Connection { client, namespace, in_cluster, server };
     check(&conn).await?;
     Ok(conn)

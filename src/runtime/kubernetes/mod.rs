@@ -13,6 +13,7 @@ pub mod rbac;
 pub(crate) mod readiness;
 pub(crate) mod retry;
 pub(crate) mod status;
+mod transport;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 

@@ -1,0 +1,200 @@
+//! `serve --runtime kubernetes` against the fake API server with its process kubelet (the pods'
+//! containers are real processes: the built bridge and `uvx mcp-server-time`): tools/call and
+//! new-session cost through the gateway's pooled port-forward tunnels, next to the same bridge
+//! reached directly at its pod address; and where the time of a cold create goes, step by step,
+//! with a modelled kubelet.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{
+    fake_kube::{Delays, FakeConfig, FakeKube, Programs},
+    measure::{Bench, Calls, Connect, median, ms_since, sample_load},
+    meta::{Create, Meta, Outcome},
+    tools::Tools,
+};
+
+const NAMESPACE: &str = "mcp-bench";
+
+/// The modelled kubelet of the cold-create figures: scheduling, then image present + container
+/// created and started (a busybox Job reaches Ready in ~0.6 s on a real single node), and the
+/// kubelet's status sync after a probe's verdict.
+pub fn modelled_kubelet() -> Delays {
+    Delays {
+        schedule: Duration::from_millis(50),
+        start: Duration::from_millis(300),
+        probe_lag: Duration::from_millis(300),
+        ..Delays::default()
+    }
+}
+
+/// One route to the bridge: calls with one session and with `concurrency`, new sessions.
+pub struct Route {
+    pub c1: Outcome<Calls>,
+    pub cn: Outcome<Calls>,
+    pub session: Outcome<Connect>,
+}
+
+pub struct GatewayFigures {
+    pub concurrency: usize,
+    pub direct: Route,
+    pub gateway: Route,
+    /// Port-forward tunnels the fake opened while the gateway's figures were taken.
+    pub tunnels: usize,
+    pub calls: usize,
+    pub sessions: usize,
+}
+
+/// The cold create → ready steps: per step, the median milliseconds since the create began.
+pub struct ColdStart {
+    pub n: usize,
+    pub kubelet: String,
+    pub steps: Vec<(String, f64)>,
+    /// The client's own time for create(wait_for_ready), median.
+    pub total_ms: f64,
+}
+
+/// Creates served from `--warm-pool time=2` on the fake.
+pub async fn pool_hand_out(bin: &Path, tools: &Tools, n: usize) -> Result<Create> {
+    let c = Cluster::start(bin, tools, modelled_kubelet(), &["--warm-pool", "time=2"], "serve-kube-pool.log").await?;
+    let result = crate::meta::pool_creates(&c.meta, n).await;
+    c.stop().await;
+    result
+}
+
+/// A fake cluster whose kubelet runs the pods' containers, and a meta server on it.
+struct Cluster {
+    fake: FakeKube,
+    meta: Meta,
+}
+
+impl Cluster {
+    async fn start(bin: &Path, tools: &Tools, delays: Delays, extra: &[&str], log: &str) -> Result<Cluster> {
+        let mut programs = Programs::new().program("mcp-ephemeral", bin).program("/usr/local/bin/mcp-ephemeral", bin);
+        if let Some(dir) = &tools.uvx_dir {
+            programs = programs.program("uvx", dir.join("uvx"));
+        }
+        let fake = FakeKube::start(FakeConfig::new(NAMESPACE).delays(delays).processes(programs)).await;
+        let dir = tools.root.join("fake-kube-gateway");
+        std::fs::create_dir_all(&dir)?;
+        let kubeconfig = fake.write_kubeconfig(&dir, NAMESPACE);
+        let mut args = vec!["--runtime", "kubernetes", "--namespace", NAMESPACE, "--ready-timeout", "60s"];
+        args.extend_from_slice(extra);
+        let meta = Meta::start(bin, tools, &args, &[("KUBECONFIG", &kubeconfig)], log).await?;
+        Ok(Cluster { fake, meta })
+    }
+
+    async fn stop(self) {
+        self.meta.stop().await;
+        drop(self.fake);
+    }
+
+    /// The bridge of `job` at its pod address (the process kubelet maps the pod's port to a
+    /// port of its own loopback IP).
+    fn direct_url(&self, job: &str) -> Result<String> {
+        let process = self
+            .fake
+            .started_processes()
+            .into_iter()
+            .find(|p| p.pod.starts_with(&format!("{job}-")) && p.launch.container == "mcp")
+            .context("the bridge process of the pod")?;
+        let listen = process.launch.args.iter().skip_while(|a| *a != "--listen").nth(1).context("--listen")?;
+        let port = listen.rsplit(':').next().context("a port")?;
+        Ok(format!("http://127.0.0.1:{port}/mcp"))
+    }
+}
+
+/// Calls and new sessions through the gateway and directly, on one time server.
+pub async fn gateway_figures(
+    bench: &Bench<'_>,
+    bin: &Path,
+    calls: usize,
+    concurrency: usize,
+    sessions: usize,
+) -> Result<GatewayFigures> {
+    let c = Cluster::start(bin, bench.tools, Delays::default(), &[], "serve-kube-gateway.log").await?;
+    let result = async {
+        let server = c.meta.call("create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await?;
+        let job = server["job_name"].as_str().context("job_name")?.to_string();
+        let gateway_url = server["urls"]["mcp"].as_str().context("urls.mcp")?.to_string();
+        let direct_url = c.direct_url(&job)?;
+        let route = |label: &'static str, url: String| async move {
+            let target = vec!["--http".to_string(), url];
+            let (tool, args) = ("get_current_time", r#"{"timezone":"UTC"}"#);
+            let c1 = bench.calls(&format!("kube/{label}/c1"), &target, tool, args, calls, 1).await.into();
+            let cn =
+                bench.calls(&format!("kube/{label}/c{concurrency}"), &target, tool, args, calls, concurrency).await;
+            // One session at a time with a pause before each, so the bridge has its spare ready.
+            let pause = Duration::from_secs(2);
+            let session = bench.paced_connects(&format!("kube/{label}/paced"), &target, sessions, pause).await;
+            Route { c1, cn: cn.into(), session: session.into() }
+        };
+        sample_load();
+        let direct = route("direct", direct_url).await;
+        let before = c.fake.tunnels_opened();
+        let gateway = route("gateway", gateway_url).await;
+        let tunnels = c.fake.tunnels_opened() - before;
+        Ok(GatewayFigures { concurrency, direct, gateway, tunnels, calls, sessions })
+    }
+    .await;
+    c.stop().await;
+    result
+}
+
+/// `n` cold creates (a new Job and pod each, uv cache warm) with the [`modelled_kubelet`]: the
+/// median time of each step the create's answer reports.
+pub async fn cold_start(bin: &Path, tools: &Tools, n: usize) -> Result<ColdStart> {
+    let delays = modelled_kubelet();
+    let kubelet = format!(
+        "schedule {} ms, image + container start {} ms, Ready shown {} ms after the probe passes (probe period 1 s)",
+        delays.schedule.as_millis(),
+        delays.start.as_millis(),
+        delays.probe_lag.as_millis()
+    );
+    let c = Cluster::start(bin, tools, delays, &[], "serve-kube-cold.log").await?;
+    let result = async {
+        // One untimed create fills the uv cache and the first tunnel's code paths.
+        let warm = create(&c.meta).await?;
+        delete(&c.meta, &warm.0).await?;
+        let mut steps: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let mut order: Vec<String> = Vec::new();
+        let mut totals = Vec::new();
+        for _ in 0..n {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            sample_load();
+            let t0 = std::time::Instant::now();
+            let (job, server) = create(&c.meta).await?;
+            totals.push(ms_since(t0));
+            for s in server["startup"].as_array().context("no startup steps in the answer")? {
+                let name = s["step"].as_str().unwrap_or("?").to_string();
+                if !order.contains(&name) {
+                    order.push(name.clone());
+                }
+                steps.entry(name).or_default().push(s["after_ms"].as_f64().unwrap_or(f64::NAN));
+            }
+            delete(&c.meta, &job).await?;
+        }
+        let steps = order.into_iter().map(|name| {
+            let m = median(&steps[&name]);
+            (name, m)
+        });
+        Ok(ColdStart { n, kubelet, steps: steps.collect(), total_ms: median(&totals) })
+    }
+    .await;
+    c.stop().await;
+    result
+}
+
+async fn create(meta: &Meta) -> Result<(String, Value)> {
+    let server = meta.call("create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await?;
+    if server["phase"] != "Ready" {
+        bail!("create answered {server}");
+    }
+    Ok((server["job_name"].as_str().context("job_name")?.to_string(), server))
+}
+
+async fn delete(meta: &Meta, job: &str) -> Result<()> {
+    meta.call("delete_mcp_server", json!({"job_name": job, "wait_for_deletion": true})).await.map(|_| ())
+}
