@@ -295,11 +295,14 @@ fn watch_error(name: &str, errors: &mut u32, e: watcher::Error) -> Result<(), Ru
 /// reports readiness one kubelet probe later.
 fn confirm_ready(pool: Pool, name: String) -> BoxFuture<'static, Instant> {
     const ANSWER_WAIT: Duration = Duration::from_secs(2);
+    // Once the bridge listens, the tries share one keep-alive connection, so asking often is
+    // cheap and readiness is seen within this long of the server's answer.
+    const EVERY: Duration = Duration::from_millis(50);
     async move {
         let mut listening = None;
-        const GIVE_UP_AFTER: u32 = 20;
+        const GIVE_UP_AFTER: u32 = 40;
         let mut unreachable = 0;
-        for attempt in 0..200u32 {
+        for attempt in 0..600u32 {
             match pool.get(&name, "/readyz", ANSWER_WAIT).await {
                 Ok((code, _)) => {
                     unreachable = 0;
@@ -316,7 +319,7 @@ fn confirm_ready(pool: Pool, name: String) -> BoxFuture<'static, Instant> {
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            tokio::time::sleep(EVERY).await;
         }
         futures::future::pending::<Instant>().await
     }
