@@ -9,6 +9,8 @@ pub(crate) enum ServersError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    #[error("the limit of {0} servers is reached; delete one (delete_mcp_server) or wait for a TTL to expire")]
+    #[error(
+        "the --max-servers limit of {0} is reached (every server that exists or is being created counts); delete one (delete_mcp_server) or wait for a TTL to expire"
+    )]
     Quota(usize),
 }

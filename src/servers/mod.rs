@@ -8,6 +8,7 @@
 
 mod error;
 pub(crate) mod pool;
+mod quota;
 mod reaper;
 mod request;
 mod resolve;
@@ -21,7 +22,10 @@ pub use pool::PoolStatus;
 pub use request::{CreateRequest, Policy};
 pub use resolve::resolve;
 
-use self::pool::{PoolSpec, WarmPools};
+use self::{
+    pool::{PoolSpec, WarmPools},
+    quota::Quota,
+};
 use crate::{
     presets::Presets,
     runtime::{Capabilities, Deleted, ProgressFn, Runtime, ServerInfo},
@@ -35,6 +39,8 @@ pub(crate) struct Servers {
     runtime: Runtime,
     policy: Policy,
     pools: Option<Arc<WarmPools>>,
+    /// `max_servers`, held under concurrent creates.
+    quota: Quota,
     /// Wakes the reaper when a server is made (its TTL may be the next to end).
     reaper_wake: Arc<Notify>,
     /// Names of servers as they are deleted (by a tool or the reaper), for unmounting.
@@ -66,7 +72,8 @@ impl Servers {
         let reaper_wake = Arc::new(Notify::new());
         let reaper = reaper::Reaper { runtime: runtime.clone(), deleted: deleted.clone(), wake: reaper_wake.clone() };
         tasks.spawn(reaper.run(tasks.token().clone()));
-        Ok(Arc::new(Servers { presets, runtime, policy, pools, reaper_wake, deleted, tasks }))
+        let quota = Quota::new(policy.max_servers);
+        Ok(Arc::new(Servers { presets, runtime, policy, pools, quota, reaper_wake, deleted, tasks }))
     }
 
     pub(crate) fn presets(&self) -> &Presets {
@@ -104,13 +111,15 @@ impl Servers {
     ) -> Result<ServerInfo, ServersError> {
         let wait = req.wait_for_ready;
         let spec = resolve(req, &self.presets, &self.policy, self.runtime.capabilities())?;
-        let count = self.runtime.list(&LabelSelector::default()).await?.len();
-        if count >= self.policy.max_servers {
-            return Err(ServersError::Quota(self.policy.max_servers));
-        }
+        let listed_at = std::time::Instant::now();
+        let listed: Vec<String> =
+            self.runtime.list(&LabelSelector::default()).await?.into_iter().map(|s| s.job_name).collect();
+        let slot =
+            self.quota.reserve(&spec.identity.name, &listed, listed_at).map_err(|f| ServersError::Quota(f.max))?;
         if let Some(member) = self.pools.as_ref().and_then(|p| p.take(&spec.launch)) {
             match self.runtime.adopt(&member, spec.clone()).await {
                 Ok(info) => {
+                    slot.settle(&info.job_name);
                     self.reaper_wake.notify_one();
                     return Ok(info);
                 }
@@ -123,6 +132,7 @@ impl Servers {
         }
         let began = std::time::Instant::now();
         let info = self.runtime.create(spec).await?;
+        slot.settle(&info.job_name);
         self.reaper_wake.notify_one();
         if !wait {
             return Ok(info);

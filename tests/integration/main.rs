@@ -28,6 +28,8 @@ mod lifecycle;
 mod mounting;
 /// Property tests (proptest, in place of fuzzing) of every parser of untrusted input.
 mod properties;
+/// Quotas under concurrency: exactly --max-servers servers, on both runtimes.
+mod quotas;
 /// Nothing outlives the meta server.
 mod shutdown;
 /// Churn and load, then no leaked process, memory or descriptor (ignored: minutes).

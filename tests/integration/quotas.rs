@@ -1,0 +1,74 @@
+//! Quotas hold under concurrency: a create takes its slot before anything is made, so a burst
+//! of creates against `--max-servers` makes exactly that many servers, on both runtimes.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::batch::v1::Job;
+use serde_json::{Value, json};
+
+use crate::{
+    fake_kube::FakeConfig,
+    kubernetes::{cluster, kube_meta_with_env},
+    support::*,
+};
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/faulty_server.py");
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// `n` creates of `args` at once on `client`: the created names and the error texts.
+async fn burst(client: &Arc<Client>, args: Value, n: usize) -> (Vec<String>, Vec<String>) {
+    let calls = (0..n).map(|_| {
+        let (client, args) = (client.clone(), args.clone());
+        async move { call(&client, "create_mcp_server", args).await }
+    });
+    let (mut made, mut refused) = (Vec::new(), Vec::new());
+    for res in futures::future::join_all(calls).await {
+        if res.is_error == Some(true) {
+            refused.push(text(&res));
+        } else {
+            let v = res.structured_content.expect("a created server");
+            made.push(v["job_name"].as_str().unwrap().to_string());
+        }
+    }
+    (made, refused)
+}
+
+fn assert_exactly_ten(made: &[String], refused: &[String]) {
+    assert_eq!(made.len(), 10, "exactly --max-servers servers are made; refused: {refused:?}");
+    assert_eq!(refused.len(), 20);
+    for e in refused {
+        assert!(e.contains("--max-servers limit of 10"), "the error names the quota: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_concurrent_local_creates_against_max_servers_10_make_exactly_ten() {
+    within(LIMIT, async {
+        let (client, _) = meta_stdio(&["--max-servers", "10"]).await;
+        let client = Arc::new(client);
+        let args = json!({"runtime_exec": "python3", "runtime_mcp": FIXTURE, "runtime_args": ["ok"]});
+        let (made, refused) = burst(&client, args.clone(), 30).await;
+        assert_exactly_ten(&made, &refused);
+        let listed = call_ok(&client, "list_mcp_servers", json!({})).await;
+        assert_eq!(listed["servers"].as_array().unwrap().len(), 10);
+
+        // A deleted server frees its slot.
+        call_ok(&client, "delete_mcp_server", json!({"job_name": made[0], "wait_for_deletion": true})).await;
+        call_ok(&client, "create_mcp_server", args.clone()).await;
+        assert!(call_err(&client, "create_mcp_server", args).await.contains("--max-servers"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_concurrent_kubernetes_creates_against_max_servers_10_make_exactly_ten() {
+    within(LIMIT, async {
+        let c = cluster(FakeConfig::new("mcp-test")).await;
+        let meta = kube_meta_with_env(&c, &["--max-servers", "10"], &[]).await;
+        let client = Arc::new(meta.client);
+        let (made, refused) = burst(&client, json!({"preset": "time"}), 30).await;
+        assert_exactly_ten(&made, &refused);
+        assert_eq!(c.fake.objects::<Job>("mcp-test").len(), 10, "ten Jobs in the cluster");
+    })
+    .await;
+}
