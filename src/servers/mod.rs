@@ -109,6 +109,7 @@ impl Servers {
         req: CreateRequest,
         progress: Option<ProgressFn>,
     ) -> Result<ServerInfo, ServersError> {
+        let began = std::time::Instant::now();
         let wait = req.wait_for_ready;
         let spec = resolve(req, &self.presets, &self.policy, self.runtime.capabilities())?;
         let listed_at = std::time::Instant::now();
@@ -130,7 +131,6 @@ impl Servers {
                 }
             }
         }
-        let began = std::time::Instant::now();
         let info = self.runtime.create(spec).await?;
         slot.settle(&info.job_name);
         self.reaper_wake.notify_one();

@@ -434,6 +434,7 @@ async fn calls_through_the_gateway_reuse_their_tunnels_and_a_broken_tunnel_fails
         let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
         let url = server["urls"]["mcp"].as_str().unwrap().to_string();
         let before = c.fake.tunnels_opened();
+        c.fake.clear_requests();
         let client = connect_http(&url).await;
         for _ in 0..30 {
             let res = call(&client, "get_current_time", json!({"timezone": "UTC"})).await;
@@ -444,6 +445,15 @@ async fn calls_through_the_gateway_reuse_their_tunnels_and_a_broken_tunnel_fails
         // stream holds one of its own.
         eprintln!("tunnels opened by a session and 30 calls: {opened}");
         assert!(opened <= 2, "30 calls (and the session's setup) opened {opened} tunnels; they should be reused");
+        // The pod to dial comes from the directory's watch, not from a lookup per dial.
+        let lookups: Vec<String> = c
+            .fake
+            .requests()
+            .iter()
+            .filter(|r| r.resource == "pods" && matches!(r.verb.as_str(), "get" | "list"))
+            .map(|r| r.path.clone())
+            .collect();
+        assert!(lookups.is_empty(), "dials looked the pod up: {lookups:?}");
 
         // Break the tunnels: the old session's next call answers or fails cleanly (it does not
         // hang), and a new session works at once.

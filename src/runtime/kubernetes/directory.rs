@@ -1,6 +1,6 @@
 //! Which pod runs each server, kept current by one watch over the namespace's managed pods (a
-//! reflector), so that dialing a server, reading its status and handing out a pool member cost
-//! no API request. The pod of a Job can change (a Job suspended and resumed runs a new pod), and
+//! reflector), so that dialing a server and handing out a pool member cost no API request.
+//! (Status and list still read the API: their answer must not lag a create that just returned.) The pod of a Job can change (a Job suspended and resumed runs a new pod), and
 //! the watch sees that as it happens; a cache with an expiry would keep dialing the old one.
 //!
 //! The store can lag the cluster by a moment (a pod the readiness watch just saw Running may
@@ -45,20 +45,19 @@ impl PodDirectory {
         PodDirectory { pods, store }
     }
 
-    /// The pod of `job` ([`pods::pod_of_job`]) as the watch has it, or `None` before its first
-    /// list has arrived.
-    pub(crate) fn cached(&self, job: &str) -> Option<Option<Pod>> {
+    /// The pod of `job` ([`pods::pod_of_job`]) as the watch has it; `None` when it has none
+    /// (or its first list has not arrived yet).
+    pub(crate) fn cached(&self, job: &str) -> Option<Pod> {
         self.store.wait_until_ready().now_or_never()?.ok()?;
         let of_job = |p: &Pod| p.labels().get(LABEL_INSTANCE).map(String::as_str) == Some(job);
-        let found: Vec<Pod> = self.store.state_filter(of_job).into_iter().map(Arc::unwrap_or_clone).collect();
-        Some(pods::pod_of_job(found))
+        pods::pod_of_job(self.store.state_filter(of_job).into_iter().map(Arc::unwrap_or_clone).collect())
     }
 
     /// The running pod of `job`: from the watch when it has one, else from the API.
     pub(crate) async fn running(&self, job: &str) -> Result<Option<Pod>, retry::ApiError> {
-        if let Some(Some(pod)) = self.cached(job).filter(|p| p.as_ref().is_some_and(pods::is_running)) {
-            return Ok(Some(pod));
+        match self.cached(job).filter(pods::is_running) {
+            Some(pod) => Ok(Some(pod)),
+            None => pods::find(&self.pods, job).await,
         }
-        pods::find(&self.pods, job).await
     }
 }

@@ -415,19 +415,19 @@ impl KubernetesRuntime {
     /// Hand out warm-pool member `pooled` as `spec`'s server: one Job patch when the pod
     /// directory knows its Ready pod (the bridge's tunnel in the pool stays open).
     pub(crate) async fn adopt(&self, pooled: &str, spec: ServerSpec) -> Result<ServerInfo, RuntimeError> {
-        let ready = |p: &Option<Pod>| p.as_ref().map(status::pod_state) == Some(status::PodState::Ready);
+        let ready = |p: &Pod| status::pod_state(p) == status::PodState::Ready;
         let pod = match self.directory.cached(pooled).filter(ready) {
-            Some(pod) => pod,
-            None => self.find_pod(pooled).await?,
+            Some(pod) => Some(pod),
+            None => self.find_pod(pooled).await?.filter(ready),
         };
-        if !ready(&pod) {
+        let Some(pod) = pod else {
             let _ = self.remove(pooled).await;
             return Err(RuntimeError::Failed {
                 name: pooled.to_string(),
                 reason: Reason::PoolMemberNotReady,
                 message: "the warm-pool member stopped being ready".into(),
             });
-        }
+        };
         // A Job cannot be renamed: the member keeps its name and takes the caller's labels,
         // times and deadline (counted from the Job's start).
         let mut renamed = spec.identity.clone();
@@ -438,7 +438,7 @@ impl KubernetesRuntime {
         // The deadline counts from the Job's start, a moment before its pod was created; a
         // second more than the pod's age keeps it from ending the server early (the reaper
         // ends it at expires_at).
-        let pod_created = pod.as_ref().and_then(|p| p.metadata.creation_timestamp.clone());
+        let pod_created = pod.metadata.creation_timestamp.clone();
         let age = pod_created.and_then(|t| std::time::SystemTime::from(t.0).elapsed().ok()).unwrap_or_default();
         let deadline = (age + renamed.ttl).as_secs() + 1;
         let patch = Patch::Merge(serde_json::json!({
@@ -456,7 +456,7 @@ impl KubernetesRuntime {
             .await
             .map_err(|e| e.into_runtime(format!("handing out pool member `{pooled}`")))?;
         tracing::info!(server = pooled, "warm-pool member handed out");
-        Ok(self.info(&job, pod.as_ref()))
+        Ok(self.info(&job, Some(&pod)))
     }
 
     pub(crate) async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>, RuntimeError> {

@@ -298,9 +298,10 @@ fn confirm_ready(pool: Pool, name: String) -> BoxFuture<'static, Instant> {
     // Once the bridge listens, the tries share one keep-alive connection, so asking often is
     // cheap and readiness is seen within this long of the server's answer.
     const EVERY: Duration = Duration::from_millis(50);
+    // Failed tries in a row (about 2 s and more) before giving up.
+    const GIVE_UP_AFTER: u32 = 40;
     async move {
         let mut listening = None;
-        const GIVE_UP_AFTER: u32 = 40;
         let mut unreachable = 0;
         for attempt in 0..600u32 {
             match pool.get(&name, "/readyz", ANSWER_WAIT).await {
