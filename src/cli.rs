@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the meta-MCP server (stdio by default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Serve a stdio MCP server over streamable HTTP (/mcp) and legacy SSE (/sse).
     Bridge(BridgeArgs),
     /// Print the presets.
@@ -63,9 +63,18 @@ pub struct ServeArgs {
     /// The longest TTL a request may ask for.
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     pub max_ttl: Duration,
-    /// Most servers alive at once.
+    /// Most servers that exist at once (Stopped ones count).
     #[arg(long, default_value_t = 100)]
     pub max_servers: usize,
+    /// Most servers of PRESET that are not Stopped at once (repeatable; also `max_active = N`
+    /// in a preset file). A create or start beyond it fails, or waits with
+    /// wait_for_capacity_seconds.
+    #[arg(long = "max-active", value_name = "PRESET=N", value_parser = parse_max_active)]
+    pub max_active: Vec<(String, usize)>,
+    /// Stop servers after this long without MCP traffic unless the request or preset says
+    /// otherwise (e.g. 10m; default: never). A request to a stopped server's URL starts it.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub default_idle_timeout: Option<Duration>,
     /// How long a server may take to answer initialize (wait_for_ready waits this long).
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub ready_timeout: Duration,
@@ -91,6 +100,15 @@ fn parse_pool(text: &str) -> Result<(String, usize), String> {
     let n: usize = n.trim().parse().map_err(|_| format!("`{n}` in `{text}` is not a number of servers"))?;
     if n > 32 {
         return Err(format!("{n} servers in a warm pool is too many; the limit is 32"));
+    }
+    Ok((preset.trim().to_string(), n))
+}
+
+fn parse_max_active(text: &str) -> Result<(String, usize), String> {
+    let (preset, n) = text.split_once('=').ok_or_else(|| format!("`{text}` is not PRESET=N, e.g. time=2"))?;
+    let n: usize = n.trim().parse().map_err(|_| format!("`{n}` in `{text}` is not a number of servers"))?;
+    if n == 0 {
+        return Err(format!("`{text}`: a limit of 0 would refuse every server of the preset"));
     }
     Ok((preset.trim().to_string(), n))
 }

@@ -89,12 +89,18 @@ impl ServeArgs {
             .map(|p| (p.name.clone(), p.warm_pool))
             .collect();
         pools.extend(self.warm_pools.iter().cloned());
+        let mut max_active: BTreeMap<String, usize> =
+            presets.iter().flat_map(|p| p.iter()).filter_map(|p| Some((p.name.clone(), p.max_active?))).collect();
+        max_active.extend(self.max_active.iter().cloned());
         if let Some(presets) = &presets {
+            let unknown = |flag: &str, name: &str| {
+                format!("{flag}: unknown preset `{name}`; available presets: {}", presets.names().join(", "))
+            };
             for name in pools.keys().filter(|n| presets.get(n).is_none()) {
-                problems.push(format!(
-                    "--warm-pool: unknown preset `{name}`; available presets: {}",
-                    presets.names().join(", ")
-                ));
+                problems.push(unknown("--warm-pool", name));
+            }
+            for name in max_active.keys().filter(|n| presets.get(n).is_none()) {
+                problems.push(unknown("--max-active", name));
             }
         }
         let (Some(presets), true) = (presets, problems.is_empty()) else {
@@ -120,6 +126,8 @@ impl ServeArgs {
             default_ttl: self.default_ttl,
             max_ttl: self.max_ttl,
             max_servers: self.max_servers,
+            max_active,
+            default_idle_timeout: self.default_idle_timeout.filter(|d| !d.is_zero()),
             ready_timeout: self.ready_timeout,
         };
         Ok(ServeConfig { front, runtime, presets, policy, pools })
@@ -146,6 +154,9 @@ impl ServeArgs {
                 "--default-ttl must be more than 0 and at most --max-ttl ({})",
                 humantime::format_duration(self.max_ttl)
             ));
+        }
+        if self.default_idle_timeout.is_some_and(|d| d > self.max_ttl) {
+            problems.push("--default-idle-timeout must be at most --max-ttl".into());
         }
         if self.max_servers == 0 {
             problems.push("--max-servers must be at least 1".into());

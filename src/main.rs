@@ -39,7 +39,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
-            commands::serve(args).await?;
+            commands::serve(*args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bridge(args) => {

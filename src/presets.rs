@@ -48,6 +48,13 @@ pub struct Preset {
     /// Servers of this preset kept started ahead (`--warm-pool` overrides it).
     #[serde(default)]
     pub warm_pool: usize,
+    /// Seconds without MCP traffic after which its servers stop (a request's
+    /// `idle_timeout_seconds` overrides it; `--default-idle-timeout` applies when unset).
+    #[serde(default)]
+    pub idle_timeout: Option<u64>,
+    /// Most servers of this preset not Stopped at once (`--max-active` overrides it).
+    #[serde(default)]
+    pub max_active: Option<usize>,
     /// CPU and memory for its container on Kubernetes (a request's `resources` override these).
     #[serde(default)]
     pub resources: crate::spec::Resources,

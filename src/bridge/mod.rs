@@ -8,6 +8,7 @@
 //! real `initialize` handshake succeeded with a probe child. The same code runs as the
 //! `mcp-ephemeral bridge` command (a container's entrypoint) and inside the local runtime.
 
+mod activity;
 pub(crate) mod engine;
 pub mod http;
 mod status;
@@ -17,6 +18,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{Router, http::StatusCode, response::IntoResponse, routing::get};
 use tokio::sync::watch;
 
+pub use activity::Activity;
 pub use engine::{ChildCommand, ExitInfo, Failure, FailureReason, ProbeReport, Readiness};
 pub use status::BridgeStatus;
 
@@ -36,6 +38,8 @@ pub struct BridgeConfig {
     pub limits: SessionLimits,
     /// Echo the children's stderr to ours (standalone bridge).
     pub echo_stderr: bool,
+    /// Where its MCP traffic is clocked (shared with whoever decides idleness).
+    pub activity: Arc<Activity>,
 }
 
 impl BridgeConfig {
@@ -46,6 +50,7 @@ impl BridgeConfig {
             spares: 1,
             limits: SessionLimits::default(),
             echo_stderr: false,
+            activity: Arc::default(),
         }
     }
 }
@@ -55,17 +60,19 @@ impl BridgeConfig {
 pub struct Bridge {
     engine: Arc<Engine>,
     table: Arc<SessionTable>,
+    activity: Arc<Activity>,
 }
 
 impl Bridge {
     /// Start the probe (and the first spare) in the background, on a branch of `tasks`.
     pub fn start(cfg: BridgeConfig, tasks: &Tasks) -> Bridge {
-        let BridgeConfig { command, init_timeout, spares, limits, echo_stderr } = cfg;
+        let BridgeConfig { command, init_timeout, spares, limits, echo_stderr, activity } = cfg;
         let tasks = tasks.child();
         let engine = Engine::new(EngineConfig { command, init_timeout, spares, echo_stderr }, tasks.clone());
         let table = SessionTable::start(engine.opener(), limits, &tasks);
         engine.start();
-        Bridge { engine, table }
+        activity.touch();
+        Bridge { engine, table, activity }
     }
 
     pub fn readiness(&self) -> Readiness {
@@ -94,20 +101,28 @@ impl Bridge {
         self.table.len()
     }
 
-    /// `/mcp`, `/sse`, `/messages`, `/healthz`, `/readyz`, `/status`.
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+
+    /// `/mcp`, `/sse`, `/messages` (their traffic is [activity](Activity)), `/healthz`,
+    /// `/readyz`, `/status`.
     pub fn router(&self) -> Router {
         let engine = self.engine.clone();
-        let (status_engine, table) = (self.engine.clone(), self.table.clone());
+        let (status_engine, table, status_activity) = (self.engine.clone(), self.table.clone(), self.activity.clone());
+        let activity = self.activity.clone();
+        let mcp = http::streamable_routes(self.table.clone())
+            .merge(http::sse_routes(self.table.clone()))
+            .layer(axum::middleware::from_fn(move |req, next| activity::track(activity.clone(), req, next)));
         Router::new()
             .route(
                 "/status",
                 get(move || {
-                    let status = BridgeStatus::of(&status_engine.readiness(), table.len());
+                    let status = BridgeStatus::of(&status_engine.readiness(), table.len(), &status_activity);
                     async move { axum::Json(status) }
                 }),
             )
-            .merge(http::streamable_routes(self.table.clone()))
-            .merge(http::sse_routes(self.table.clone()))
+            .merge(mcp)
             .route("/healthz", get(|| async { "ok" }))
             .route(
                 "/readyz",

@@ -130,7 +130,7 @@ async fn kubernetes_runtime(
     }
     if let (Some(addr), None) = (http, kube.gateway_listen) {
         let runtime = start(UrlMode::Gateway(base_url(addr)));
-        let routes = gateway::router(runtime.pool());
+        let routes = gateway::router(runtime.pool(), runtime.waker().clone());
         return Ok((Runtime::Kubernetes(runtime), Some(routes)));
     }
     // A listener of its own: bound first, since the servers' URLs carry its address.
@@ -143,7 +143,8 @@ async fn kubernetes_runtime(
     let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: listen, what: "", source })?;
     let base = base_url(addr);
     let runtime = start(UrlMode::Gateway(base.clone()));
-    let app = Guard { allowed_hosts: allowed_hosts(listen, &[]), token: None }.apply(gateway::router(runtime.pool()));
+    let app = Guard { allowed_hosts: allowed_hosts(listen, &[]), token: None }
+        .apply(gateway::router(runtime.pool(), runtime.waker().clone()));
     tracing::info!(%base, "gateway to spawned servers listening");
     let stop = tasks.token().clone();
     tasks.spawn(async move {

@@ -20,7 +20,10 @@ use axum::{
 };
 use futures::future::BoxFuture;
 
-use crate::http::Stream;
+use crate::{
+    http::Stream,
+    runtime::wake::{self, Waker},
+};
 
 /// Why the gateway could not reach a server.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,13 @@ impl GatewayError {
 /// Opens a byte stream to the MCP port of server `job`.
 pub(crate) trait Dialer: Send + Sync + 'static {
     fn dial<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<Box<dyn Stream>, GatewayError>>;
+
+    /// Whether `job` has a running pod as far as is known without asking the API; when it has
+    /// not, the gateway asks for the server to be woken (a stopped one starts, a starting one
+    /// is waited for) before it sends the request.
+    fn has_pod(&self, _job: &str) -> bool {
+        true
+    }
 }
 
 /// What every gateway request needs.
@@ -59,11 +69,14 @@ pub(crate) trait Dialer: Send + Sync + 'static {
 struct Gateway {
     /// Pooled connections to the servers.
     pool: Pool,
+    /// Starts a stopped server a request is for.
+    waker: Waker,
 }
 
-/// `/servers/{job_name}/{path}` for every method, through `pool`.
-pub(crate) fn router(pool: Pool) -> Router {
-    Router::new().route("/servers/{job}/{*rest}", any(proxy)).with_state(Gateway { pool })
+/// `/servers/{job_name}/{path}` for every method, through `pool`; a request for a server with
+/// no running pod (a stopped one) is held while `waker` starts it.
+pub(crate) fn router(pool: Pool, waker: Waker) -> Router {
+    Router::new().route("/servers/{job}/{*rest}", any(proxy)).with_state(Gateway { pool, waker })
 }
 
 /// The URL path and query the server sees for a gateway request, or `None` for a name that
@@ -77,6 +90,11 @@ pub(crate) fn upstream_uri(job: &str, rest: &str, query: Option<&str>) -> Option
         None => format!("/{rest}"),
     };
     text.parse().ok()
+}
+
+/// Whether a request for `rest` is MCP traffic (which wakes a stopped server), not a probe.
+fn is_mcp_path(rest: &str) -> bool {
+    matches!(rest.split('/').next(), Some("mcp" | "sse" | "messages" | "message"))
 }
 
 /// Headers that belong to one hop (RFC 9110 §7.6.1) or to the gateway (the meta server's bearer
@@ -117,6 +135,13 @@ async fn proxy(State(gw): State<Gateway>, Path((job, rest)): Path<(String, Strin
     let Ok(uri) = format!("http://{job}{uri}").parse::<Uri>() else {
         return error(StatusCode::NOT_FOUND, format!("`{job}` is not a server name"));
     };
+    if !gw.pool.has_pod(&job)
+        && is_mcp_path(&rest)
+        && let Err(e) = gw.waker.wake(&job).await
+    {
+        tracing::info!(server = %job, error = %e, "gateway could not wake the server");
+        return wake::failed(req.method(), &job, &e);
+    }
     let (mut parts, body) = req.into_parts();
     parts.uri = uri;
     strip(&mut parts.headers);
@@ -228,7 +253,7 @@ mod tests {
             );
         let up = serve(upstream).await;
         let dialer: Arc<dyn Dialer> = Arc::new(Local(HashMap::from([("time-ab12cd34".to_string(), up)])));
-        let gw = serve(router(Pool::new(dialer, Tasks::new()))).await;
+        let gw = serve(router(Pool::new(dialer, Tasks::new()), Waker::default())).await;
         let client = reqwest::Client::new();
         let resp = client
             .post(format!("http://{gw}/servers/time-ab12cd34/mcp?x=1"))

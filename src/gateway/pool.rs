@@ -35,6 +35,7 @@ pub(crate) const IDLE: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub(crate) struct Pool {
     client: Client<Connector, axum::body::Body>,
+    dialer: Arc<dyn Dialer>,
 }
 
 /// Why a request through the pool got no answer.
@@ -59,8 +60,13 @@ impl Pool {
         let client = Client::builder(TasksExecutor(tasks))
             .pool_idle_timeout(IDLE)
             .pool_timer(TokioTimer::new())
-            .build(Connector { dialer });
-        Pool { client }
+            .build(Connector { dialer: dialer.clone() });
+        Pool { client, dialer }
+    }
+
+    /// Whether server `job` has something to dial now, as far as is known without asking.
+    pub(crate) fn has_pod(&self, job: &str) -> bool {
+        self.dialer.has_pod(job)
     }
 
     /// Send `request`, whose URI's host names the server (its Job's name).

@@ -27,6 +27,19 @@ pub struct DeleteArgs {
     pub wait_for_deletion: bool,
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartArgs {
+    /// The server's name, as returned by create_mcp_server.
+    pub job_name: String,
+    /// Return once it answered initialize again (default false).
+    #[serde(default)]
+    pub wait_for_ready: bool,
+    /// When its preset's --max-active is full, wait up to this many seconds for a slot (first come, first served) instead of failing at once (default 0).
+    #[serde(default)]
+    pub wait_for_capacity_seconds: Option<u64>,
+}
+
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListArgs {
@@ -85,6 +98,12 @@ pub struct VersionInfo {
     /// Seconds a server lives when the request gives no ttl_seconds.
     pub default_ttl_seconds: u64,
     pub max_servers: usize,
+    /// Seconds without MCP traffic after which servers stop when neither the request nor the
+    /// preset says (`--default-idle-timeout`); absent: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_idle_timeout_seconds: Option<u64>,
+    /// Every quota (`max_servers`, each preset's `max_active`) and how much of it is used now.
+    pub quotas: Vec<crate::servers::QuotaUse>,
     /// Warm pools (`--warm-pool`): servers started ahead, handed out by create_mcp_server.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pools: Vec<crate::servers::PoolStatus>,

@@ -66,9 +66,9 @@ impl MetaServer {
         server
     }
 
-    fn version(&self) -> VersionInfo {
+    async fn version(&self) -> Result<VersionInfo, ToolError> {
         let s = &self.state.servers;
-        VersionInfo {
+        Ok(VersionInfo {
             name: env!("CARGO_PKG_NAME").into(),
             version: env!("CARGO_PKG_VERSION").into(),
             git_commit: env!("MCP_EPHEMERAL_GIT_COMMIT").into(),
@@ -76,8 +76,10 @@ impl MetaServer {
             namespace: s.namespace(),
             default_ttl_seconds: s.policy().default_ttl.as_secs(),
             max_servers: s.policy().max_servers,
+            default_idle_timeout_seconds: s.policy().default_idle_timeout.map(|d| d.as_secs()),
+            quotas: s.quota_use().await?,
             pools: s.pool_status(),
-        }
+        })
     }
 }
 
@@ -150,7 +152,7 @@ impl MetaServer {
     }
 
     #[tool(
-        description = "Status of one MCP server: phase (Pending, Starting, Ready, Failed, Terminating, Succeeded), reason, message, URLs, tools when known, log tail when failed.",
+        description = "Status of one MCP server: phase (Pending, Starting, Ready, Failed, Terminating, Succeeded, Stopped), reason, message, URLs, tools when known, open sessions and last_activity, log tail when failed.",
         annotations(read_only_hint = true)
     )]
     async fn get_mcp_server_status(
@@ -171,11 +173,38 @@ impl MetaServer {
     }
 
     #[tool(
-        description = "Name, version, git commit, runtime and namespace of this meta server.",
+        description = "Name, version, git commit, runtime and namespace of this meta server, its quotas (max_servers, max_active per preset) with their current use, and its warm pools.",
         annotations(read_only_hint = true)
     )]
-    async fn get_version(&self) -> Json<VersionInfo> {
-        Json(self.version())
+    async fn get_version(&self) -> Result<Json<VersionInfo>, ToolError> {
+        Ok(Json(self.version().await?))
+    }
+
+    #[tool(
+        description = "Stop an MCP server: nothing runs, but it keeps its name, URLs, labels and TTL (phase Stopped, reason StoppedByRequest). start_mcp_server, or the next request to its URL, starts it again. Stopping a stopped server succeeds.",
+        annotations(idempotent_hint = true)
+    )]
+    async fn stop_mcp_server(&self, Parameters(args): Parameters<JobArgs>) -> Result<Json<ServerInfo>, ToolError> {
+        let stopped = self.state.servers.stop(&args.job_name, crate::runtime::StopReason::StoppedByRequest).await?;
+        Ok(Json(stopped))
+    }
+
+    #[tool(
+        description = "Start a Stopped MCP server again under the same name and URLs; answers like create_mcp_server (wait_for_ready=true returns once it answers, with progress notifications). Starting a server that runs succeeds.",
+        annotations(idempotent_hint = true)
+    )]
+    async fn start_mcp_server(
+        &self,
+        Parameters(args): Parameters<StartArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<ServerInfo>, ToolError> {
+        let progress = progress_reporter(&ctx, &self.state.tasks);
+        let servers = &self.state.servers;
+        let started = servers.resume(&args.job_name, args.wait_for_ready, args.wait_for_capacity_seconds, progress);
+        tokio::select! {
+            r = started => Ok(Json(r?)),
+            _ = ctx.ct.cancelled() => Err(ToolError::Cancelled),
+        }
     }
 
     #[tool(
@@ -282,7 +311,8 @@ impl ServerHandler for MetaServer {
         if request.uri != VERSION_URI {
             return Err(ErrorData::resource_not_found(format!("no resource `{}`", request.uri), None));
         }
-        let text = serde_json::to_string_pretty(&self.version()).unwrap_or_default();
+        let version = self.version().await.map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        let text = serde_json::to_string_pretty(&version).unwrap_or_default();
         let contents = ResourceContents::TextResourceContents {
             uri: VERSION_URI.into(),
             mime_type: Some("application/json".into()),

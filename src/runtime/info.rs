@@ -28,6 +28,9 @@ pub enum Phase {
     Terminating,
     /// Ended on its own without error.
     Succeeded,
+    /// Runs nothing, but keeps its name, URLs, labels and TTL; `start_mcp_server` or a request
+    /// to its URL starts it again. `reason` says who stopped it.
+    Stopped,
 }
 
 /// A short machine-readable cause of a phase. The reasons this project gives are variants; a
@@ -54,6 +57,10 @@ pub enum Reason {
     Completed,
     /// The Job or pod is being deleted.
     Deleting,
+    /// Stopped after its idle timeout passed without MCP traffic.
+    IdleTimeout,
+    /// Stopped by `stop_mcp_server`.
+    StoppedByRequest,
     /// A reason as the cluster reported it.
     Cluster(String),
 }
@@ -62,7 +69,7 @@ impl Reason {
     /// A reason the cluster reported: one of ours when it has the same name, so a reason is
     /// spelled one way only.
     pub fn from_cluster(text: String) -> Reason {
-        const OURS: [Reason; 12] = [
+        const OURS: [Reason; 14] = [
             Reason::WaitingForInitialize,
             Reason::StartFailed,
             Reason::ExitedBeforeInitialize,
@@ -75,6 +82,8 @@ impl Reason {
             Reason::ContainerCreating,
             Reason::Completed,
             Reason::Deleting,
+            Reason::IdleTimeout,
+            Reason::StoppedByRequest,
         ];
         OURS.into_iter().find(|r| r.as_str() == text).unwrap_or(Reason::Cluster(text))
     }
@@ -93,7 +102,42 @@ impl Reason {
             Reason::ContainerCreating => "ContainerCreating",
             Reason::Completed => "Completed",
             Reason::Deleting => "Deleting",
+            Reason::IdleTimeout => "IdleTimeout",
+            Reason::StoppedByRequest => "StoppedByRequest",
             Reason::Cluster(text) => text,
+        }
+    }
+}
+
+/// Why a server was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    IdleTimeout,
+    StoppedByRequest,
+}
+
+impl StopReason {
+    pub fn reason(self) -> Reason {
+        match self {
+            StopReason::IdleTimeout => Reason::IdleTimeout,
+            StopReason::StoppedByRequest => Reason::StoppedByRequest,
+        }
+    }
+
+    /// The reason spelled as [`Reason`] spells it; `None` for any other text.
+    pub fn parse(text: &str) -> Option<StopReason> {
+        [StopReason::IdleTimeout, StopReason::StoppedByRequest].into_iter().find(|r| r.reason().as_str() == text)
+    }
+
+    /// The phase message of a server stopped for this reason.
+    pub fn message(self) -> &'static str {
+        match self {
+            StopReason::IdleTimeout => {
+                "stopped after its idle timeout; a request to its URL or start_mcp_server starts it again"
+            }
+            StopReason::StoppedByRequest => {
+                "stopped by stop_mcp_server; a request to its URL or start_mcp_server starts it again"
+            }
         }
     }
 }
@@ -169,6 +213,14 @@ pub struct ServerInfo {
     /// Client sessions open on it now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sessions: Option<usize>,
+    /// RFC 3339: the last request, response or stream end through its URLs (the start of
+    /// the server when there was none).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "rfc3339_option")]
+    #[schemars(with = "Option<String>")]
+    pub last_activity: Option<SystemTime>,
+    /// Seconds without MCP traffic after which it is stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_seconds: Option<u64>,
     /// Milliseconds from creation to ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_after_ms: Option<u64>,
@@ -206,6 +258,8 @@ impl ServerInfo {
             exit_code: None,
             tools: None,
             sessions: None,
+            last_activity: None,
+            idle_timeout_seconds: None,
             ready_after_ms: None,
             log_tail: None,
             startup: Vec::new(),
@@ -221,6 +275,7 @@ impl ServerInfo {
             labels: standard_labels(id),
             env_names: spec.launch.env.keys().cloned().collect(),
             secret_env_names: spec.launch.secret_env.keys().cloned().collect(),
+            idle_timeout_seconds: id.idle_timeout.map(|d| d.as_secs()),
             ..ServerInfo::new(id.name.clone(), phase, urls, id.created_at, id.expires_at)
         }
     }
@@ -240,6 +295,13 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 fn rfc3339_field<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_rfc3339_seconds(*t))
+}
+
+fn rfc3339_option<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339_field(t, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// The user's labels plus the ones this project sets on everything it makes.

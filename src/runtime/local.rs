@@ -1,22 +1,32 @@
 //! The local runtime: each server is a [`Bridge`] in this process, listening on
 //! `127.0.0.1:<free port>`, whose children are processes on this machine in their own process
-//! groups. Everything dies with the meta server: [`Runtime::shutdown`] ends every group, and
+//! groups. A stopped server runs no process, but its listener stays open: a request to it wakes
+//! the server (through the owner's [`Waker`]) and is answered once it is ready. Everything dies with the meta server: [`Runtime::shutdown`] ends every group, and
 //! `PR_SET_PDEATHSIG` covers a meta server that is killed outright.
 
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::{Arc, RwLock, Weak},
     time::Duration,
 };
 
+use axum::{
+    Router,
+    extract::Request,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+
 use super::{
-    DeletePhase, Deleted, Phase, ProgressFn, ProgressStep, Reason, RuntimeError, ServerInfo, Urls,
+    DeletePhase, Deleted, Idleness, Phase, ProgressFn, ProgressStep, Reason, RuntimeError, ServerInfo, StopReason,
+    Urls,
     startup::{StartStep, Startup},
+    wake::{self, WakeError, Waker},
 };
 use crate::{
-    bridge::{Bridge, BridgeConfig, ChildCommand, Readiness},
+    bridge::{Activity, Bridge, BridgeConfig, BridgeStatus, ChildCommand, Readiness, engine::logs::LogRing},
     http::Guard,
     spec::{LabelSelector, ServerSpec, Source, SpecError},
     tasks::Tasks,
@@ -37,20 +47,100 @@ impl Default for LocalConfig {
     }
 }
 
+/// A server: its listener (which never closes until it is deleted) and what runs behind it.
 struct LocalServer {
     /// Replaced when a warm-pool member is handed out.
     spec: RwLock<ServerSpec>,
-    bridge: Bridge,
     addr: SocketAddr,
-    /// This server's branch of the task tree: its listener and its bridge's tasks.
+    /// The bridge's settings, to start it again after a stop.
+    bridge_cfg: BridgeConfig,
+    /// Its MCP traffic, across stops and starts.
+    activity: Arc<Activity>,
+    run: RwLock<Run>,
+    /// This server's branch of the task tree: its listener and its bridges' tasks.
     tasks: Tasks,
 }
 
+/// What runs behind a server's listener.
+enum Run {
+    Up {
+        bridge: Bridge,
+        /// The bridge's routes, built once.
+        router: Router,
+        /// The bridge's branch of the server's tasks.
+        tasks: Tasks,
+    },
+    /// No process runs; the output of the last run is kept for get_mcp_server_logs.
+    Stopped { reason: StopReason, logs: Arc<LogRing> },
+}
+
 impl LocalServer {
+    fn name(&self) -> String {
+        self.spec.read().expect("spec poisoned").identity.name.clone()
+    }
+
+    /// Start a bridge behind the listener.
+    fn launch(&self) -> Run {
+        let tasks = self.tasks.child();
+        let cfg = BridgeConfig { activity: self.activity.clone(), ..self.bridge_cfg.clone() };
+        let bridge = Bridge::start(cfg, &tasks);
+        let router = bridge.router();
+        Run::Up { bridge, router, tasks }
+    }
+
+    fn bridge(&self) -> Option<Bridge> {
+        match &*self.run.read().expect("run poisoned") {
+            Run::Up { bridge, .. } => Some(bridge.clone()),
+            Run::Stopped { .. } => None,
+        }
+    }
+
+    fn router(&self) -> Option<Router> {
+        match &*self.run.read().expect("run poisoned") {
+            Run::Up { router, .. } => Some(router.clone()),
+            Run::Stopped { .. } => None,
+        }
+    }
+
     /// Stop the listener and every process of the server.
-    async fn stop(&self) {
+    async fn end(&self) {
         self.tasks.cancel();
-        self.bridge.shutdown().await;
+        if let Some(bridge) = self.bridge() {
+            bridge.shutdown().await;
+        }
+    }
+}
+
+/// The listener's one handler: the bridge's routes while it runs; while stopped, a request to
+/// `/mcp`, `/sse` or `/messages` wakes the server and is answered once it is ready.
+async fn door(server: Weak<LocalServer>, waker: Waker, req: Request) -> Response {
+    use tower::ServiceExt;
+    let Some(server) = server.upgrade() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if let Some(router) = server.router() {
+        return router.oneshot(req).await.into_response();
+    }
+    match req.uri().path() {
+        "/healthz" => return "ok".into_response(),
+        "/readyz" => return (StatusCode::SERVICE_UNAVAILABLE, "stopped").into_response(),
+        "/status" => return axum::Json(BridgeStatus::stopped(&server.activity)).into_response(),
+        "/mcp" | "/sse" | "/messages" | "/message" => {}
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    }
+    let name = server.name();
+    tracing::info!(server = %name, path = req.uri().path(), "request to a stopped server; starting it");
+    let woken = waker.wake(&name).await;
+    match (woken, server.router()) {
+        (Ok(()), Some(router)) => router.oneshot(req).await.into_response(),
+        (Ok(()), None) => {
+            let e = WakeError::Unavailable("it was stopped again while starting".into());
+            wake::failed(req.method(), &name, &e)
+        }
+        (Err(e), _) => {
+            tracing::warn!(server = %name, error = %e, "wake on request failed");
+            wake::failed(req.method(), &name, &e)
+        }
     }
 }
 
@@ -58,12 +148,18 @@ pub(crate) struct LocalRuntime {
     cfg: LocalConfig,
     servers: RwLock<BTreeMap<String, Arc<LocalServer>>>,
     tasks: Tasks,
+    waker: Waker,
 }
 
 impl LocalRuntime {
     /// A runtime whose servers are branches of `tasks`.
     pub(crate) fn new(cfg: LocalConfig, tasks: Tasks) -> LocalRuntime {
-        LocalRuntime { cfg, servers: RwLock::default(), tasks }
+        LocalRuntime { cfg, servers: RwLock::default(), tasks, waker: Waker::default() }
+    }
+
+    /// How its servers' listeners ask for a stopped server to be started.
+    pub(crate) fn waker(&self) -> &Waker {
+        &self.waker
     }
 
     fn get(&self, name: &str) -> Result<Arc<LocalServer>, RuntimeError> {
@@ -90,22 +186,34 @@ impl LocalRuntime {
         let addr = listener.local_addr().map_err(io_error)?;
         let launch = &spec.launch;
         let env = launch.env.iter().chain(&launch.secret_env).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut cfg = BridgeConfig::new(ChildCommand { argv, env });
-        cfg.init_timeout = self.cfg.init_timeout;
-        cfg.spares = self.cfg.spares;
-        let tasks = self.tasks.child();
-        let bridge = Bridge::start(cfg, &tasks);
-        let guard = Guard { allowed_hosts: Some(Guard::loopback_hosts()), token: None };
-        let app = guard.apply(bridge.router());
-        let stop = tasks.token().clone();
-        let label = name.clone();
-        tasks.spawn(async move {
-            if let Err(e) = crate::http::serve(listener, app, stop).await {
-                tracing::warn!(server = %label, error = %e, "listener ended");
-            }
-        });
+        let mut bridge_cfg = BridgeConfig::new(ChildCommand { argv, env });
+        bridge_cfg.init_timeout = self.cfg.init_timeout;
+        bridge_cfg.spares = self.cfg.spares;
         tracing::info!(server = %name, %addr, command = ?spec.launch.command_line(), "server started");
-        let server = Arc::new(LocalServer { spec: RwLock::new(spec), bridge, addr, tasks });
+        let tasks = self.tasks.child();
+        let server = Arc::new_cyclic(|weak: &Weak<LocalServer>| {
+            let server = LocalServer {
+                spec: RwLock::new(spec),
+                addr,
+                bridge_cfg,
+                activity: Arc::default(),
+                run: RwLock::new(Run::Stopped { reason: StopReason::StoppedByRequest, logs: Arc::default() }),
+                tasks,
+            };
+            let (weak, waker) = (weak.clone(), self.waker.clone());
+            let doors = Router::new().fallback(move |req: Request| door(weak.clone(), waker.clone(), req));
+            let guard = Guard { allowed_hosts: Some(Guard::loopback_hosts()), token: None };
+            let app = guard.apply(doors);
+            let stop = server.tasks.token().clone();
+            let label = name.clone();
+            server.tasks.spawn(async move {
+                if let Err(e) = crate::http::serve(listener, app, stop).await {
+                    tracing::warn!(server = %label, error = %e, "listener ended");
+                }
+            });
+            server
+        });
+        *server.run.write().expect("run poisoned") = server.launch();
         let info = info(&server);
         self.servers.write().expect("servers poisoned").insert(name, server);
         Ok(info)
@@ -138,8 +246,17 @@ fn info(server: &LocalServer) -> ServerInfo {
     let base = format!("http://{}", server.addr);
     let urls = Urls { mcp: format!("{base}/mcp"), sse: format!("{base}/sse") };
     let mut info = ServerInfo::from_spec(&server.spec.read().expect("spec poisoned"), Phase::Starting, urls);
-    info.sessions = Some(server.bridge.session_count());
-    match server.bridge.readiness() {
+    info.last_activity = Some(server.activity.last());
+    let bridge = match &*server.run.read().expect("run poisoned") {
+        Run::Up { bridge, .. } => bridge.clone(),
+        Run::Stopped { reason, .. } => {
+            info.set_phase(Phase::Stopped, reason.reason(), reason.message());
+            info.sessions = Some(0);
+            return info;
+        }
+    };
+    info.sessions = Some(bridge.session_count());
+    match bridge.readiness() {
         Readiness::Starting => info.set_phase(
             Phase::Starting,
             Reason::WaitingForInitialize,
@@ -167,6 +284,14 @@ impl LocalRuntime {
         progress: Option<ProgressFn>,
     ) -> Result<ServerInfo, RuntimeError> {
         let server = self.get(name)?;
+        let Some(bridge) = server.bridge() else {
+            let info = info(&server);
+            return Err(RuntimeError::NotReadyInTime {
+                name: name.to_string(),
+                waited: Duration::ZERO,
+                phase: info.phase,
+            });
+        };
         let report = |step, message: &str| {
             if let Some(p) = &progress {
                 p(ProgressStep { step, total: 2, message: message.to_string() });
@@ -174,7 +299,7 @@ impl LocalRuntime {
         };
         report(1, "process started; waiting for initialize");
         let mut startup = Startup::new();
-        server.bridge.wait_ready(timeout).await;
+        bridge.wait_ready(timeout).await;
         let mut info = info(&server);
         match info.phase {
             Phase::Ready => {
@@ -212,13 +337,12 @@ impl LocalRuntime {
         let Some(server) = server else {
             return Deleted::already_gone(name);
         };
-        let removed = vec![
-            format!("listener {}", server.addr),
-            format!("{} session process(es) and the spare", server.bridge.session_count()),
-        ];
+        let sessions = server.bridge().map_or(0, |b| b.session_count());
+        let removed =
+            vec![format!("listener {}", server.addr), format!("{sessions} session process(es) and the spare")];
         let label = name.to_string();
         let stop = async move {
-            server.stop().await;
+            server.end().await;
             tracing::info!(server = %label, "server deleted");
         };
         let phase = if wait {
@@ -234,8 +358,8 @@ impl LocalRuntime {
     pub(super) fn adopt(&self, pooled: &str, spec: ServerSpec) -> Result<ServerInfo, RuntimeError> {
         let server = self.servers.write().expect("servers poisoned").remove(pooled);
         let server = server.ok_or_else(|| RuntimeError::NotFound(pooled.to_string()))?;
-        if !matches!(server.bridge.readiness(), Readiness::Ready(_)) {
-            self.tasks.spawn(async move { server.stop().await });
+        if !server.bridge().is_some_and(|b| matches!(b.readiness(), Readiness::Ready(_))) {
+            self.tasks.spawn(async move { server.end().await });
             return Err(RuntimeError::Failed {
                 name: pooled.to_string(),
                 reason: Reason::PoolMemberNotReady,
@@ -251,7 +375,70 @@ impl LocalRuntime {
     }
 
     pub(super) fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>, RuntimeError> {
-        Ok(self.get(name)?.bridge.logs().tail(tail))
+        let server = self.get(name)?;
+        let run = server.run.read().expect("run poisoned");
+        Ok(match &*run {
+            Run::Up { bridge, .. } => bridge.logs().tail(tail),
+            Run::Stopped { logs, .. } => logs.tail(tail),
+        })
+    }
+
+    /// Stop `name`'s processes; its listener stays (a request to it wakes the server). A
+    /// stopped server keeps the reason it was first stopped for.
+    pub(super) async fn stop(&self, name: &str, reason: StopReason) -> Result<ServerInfo, RuntimeError> {
+        let server = self.get(name)?;
+        let was = {
+            let mut run = server.run.write().expect("run poisoned");
+            let timeout = server.spec.read().expect("spec poisoned").identity.idle_timeout;
+            // A request that came in since the idle check looked keeps it up.
+            let busy = reason == StopReason::IdleTimeout && timeout.is_none_or(|t| server.activity.idle_for() < t);
+            match &*run {
+                Run::Stopped { .. } => None,
+                Run::Up { .. } if busy => None,
+                Run::Up { bridge, .. } => {
+                    let logs = bridge.logs().clone();
+                    Some(std::mem::replace(&mut *run, Run::Stopped { reason, logs }))
+                }
+            }
+        };
+        if let Some(Run::Up { bridge, tasks, .. }) = was {
+            bridge.shutdown().await;
+            tasks.cancel();
+            tracing::info!(server = name, reason = %reason.reason(), "server stopped (its listener stays)");
+        }
+        Ok(info(&server))
+    }
+
+    /// Start a stopped server's processes again behind the same listener (a no-op for one
+    /// that runs).
+    pub(super) fn resume(&self, name: &str) -> Result<ServerInfo, RuntimeError> {
+        if self.tasks.is_cancelled() {
+            return Err(RuntimeError::ShuttingDown);
+        }
+        let server = self.get(name)?;
+        {
+            let mut run = server.run.write().expect("run poisoned");
+            if matches!(*run, Run::Stopped { .. }) {
+                *run = server.launch();
+                tracing::info!(server = name, "server started again");
+            }
+        }
+        Ok(info(&server))
+    }
+
+    /// Running servers with an idle timeout, and how long each has been idle (zero for one
+    /// that is not Ready yet: it cannot be idle before it could be used).
+    pub(super) fn idleness(&self) -> Vec<Idleness> {
+        let servers: Vec<_> = self.servers.read().expect("servers poisoned").values().cloned().collect();
+        servers
+            .iter()
+            .filter_map(|s| {
+                let timeout = s.spec.read().expect("spec poisoned").identity.idle_timeout?;
+                let ready = matches!(s.bridge()?.readiness(), Readiness::Ready(_));
+                let idle_for = if ready { s.activity.idle_for() } else { Duration::ZERO };
+                Some(Idleness { name: s.name(), timeout, idle_for })
+            })
+            .collect()
     }
 
     /// End every server and wait for their processes.
@@ -262,6 +449,6 @@ impl LocalRuntime {
         if !servers.is_empty() {
             tracing::info!(count = servers.len(), "stopping every server");
         }
-        futures::future::join_all(servers.iter().map(|s| s.stop())).await;
+        futures::future::join_all(servers.iter().map(|s| s.end())).await;
     }
 }

@@ -13,6 +13,7 @@ mod info;
 pub mod kubernetes;
 pub(crate) mod local;
 pub(crate) mod startup;
+pub(crate) mod wake;
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,7 +22,8 @@ use serde::Serialize;
 
 pub(crate) use error::RuntimeError;
 pub use info::{
-    DeletePhase, Deleted, Phase, ProgressFn, ProgressStep, Reason, ServerInfo, Urls, rfc3339, standard_labels,
+    DeletePhase, Deleted, Phase, ProgressFn, ProgressStep, Reason, ServerInfo, StopReason, Urls, rfc3339,
+    standard_labels,
 };
 
 use self::{kubernetes::KubernetesRuntime, local::LocalRuntime};
@@ -58,6 +60,14 @@ pub struct Capabilities {
     pub kind: RuntimeKind,
     /// It runs container images (`image` requests).
     pub images: bool,
+}
+
+/// A running server with an idle timeout, and how long it has carried no MCP traffic.
+#[derive(Debug, Clone)]
+pub(crate) struct Idleness {
+    pub(crate) name: String,
+    pub(crate) timeout: Duration,
+    pub(crate) idle_for: Duration,
 }
 
 /// A place where MCP servers run. Cloning shares it.
@@ -134,6 +144,42 @@ impl Runtime {
         match self {
             Runtime::Local(r) => r.adopt(pooled, spec),
             Runtime::Kubernetes(r) => r.adopt(pooled, spec).await,
+        }
+    }
+
+    /// Stop `name`: nothing runs, everything else stays (name, URLs, labels, TTL). Stopping a
+    /// stopped server changes nothing.
+    pub(crate) async fn stop(&self, name: &str, reason: StopReason) -> Result<ServerInfo, RuntimeError> {
+        match self {
+            Runtime::Local(r) => r.stop(name, reason).await,
+            Runtime::Kubernetes(r) => r.stop(name, reason).await,
+        }
+    }
+
+    /// Start a stopped server again; returns as soon as it is started (wait with
+    /// [`Self::wait_ready`]). A server that is not stopped is left as it is.
+    pub(crate) async fn resume(&self, name: &str) -> Result<ServerInfo, RuntimeError> {
+        match self {
+            Runtime::Local(r) => r.resume(name),
+            Runtime::Kubernetes(r) => r.resume(name).await,
+        }
+    }
+
+    /// The running servers that have an idle timeout, with how long each has been idle (zero
+    /// for one not Ready yet).
+    pub(crate) async fn idleness(&self) -> Result<Vec<Idleness>, RuntimeError> {
+        match self {
+            Runtime::Local(r) => Ok(r.idleness()),
+            Runtime::Kubernetes(r) => r.idleness().await,
+        }
+    }
+
+    /// How the runtime's doors (local listeners, the gateway) ask for a stopped server to be
+    /// started.
+    pub(crate) fn waker(&self) -> wake::Waker {
+        match self {
+            Runtime::Local(r) => r.waker().clone(),
+            Runtime::Kubernetes(r) => r.waker().clone(),
         }
     }
 

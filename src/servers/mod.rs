@@ -1,37 +1,53 @@
 //! [`Servers`]: the one owner of a server's life. Requests come in (from the MCP tools today,
 //! from a custom-resource controller later), are resolved into specs by a pure function, are
-//! held to the quota, served from a warm pool when one fits, and handed to the runtime; the
-//! TTL reaper ends them even when every client forgot them.
+//! held to the quotas, served from a warm pool when one fits, and handed to the runtime; the
+//! TTL reaper ends them even when every client forgot them, and the idle check stops the ones
+//! nobody uses. Stopped servers start again on request (a tool, or a request to their URL
+//! through the runtime's [`Waker`](crate::runtime::wake::Waker)), held to the same quotas.
 //!
 //! The runtime is private to this module: nothing else starts, reads or deletes a server, and
 //! every name, URL and phase after a create is the runtime's answer, never a guess.
 
+mod admission;
 mod error;
+mod idle;
 pub(crate) mod pool;
 mod quota;
 mod reaper;
 mod request;
 mod resolve;
+mod turns;
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::sync::{Notify, broadcast};
 
+pub use admission::QuotaUse;
 pub(crate) use error::ServersError;
 pub use pool::PoolStatus;
 pub use request::{CreateRequest, Policy};
 pub use resolve::resolve;
 
 use self::{
+    admission::{Admission, Want},
     pool::{PoolSpec, WarmPools},
-    quota::Quota,
+    turns::Turns,
 };
 use crate::{
     presets::Presets,
-    runtime::{Capabilities, Deleted, ProgressFn, Runtime, ServerInfo},
+    runtime::{
+        Capabilities, Deleted, Phase, ProgressFn, Runtime, RuntimeError, ServerInfo, StopReason, wake::WakeError,
+    },
     spec::{LabelSelector, SpecError},
     tasks::Tasks,
 };
+
+/// The longest `wait_for_capacity_seconds`.
+const MAX_CAPACITY_WAIT: u64 = 3600;
 
 /// Every server of this meta server, and the rules they live by.
 pub(crate) struct Servers {
@@ -39,13 +55,27 @@ pub(crate) struct Servers {
     runtime: Runtime,
     policy: Policy,
     pools: Option<Arc<WarmPools>>,
-    /// `max_servers`, held under concurrent creates.
-    quota: Quota,
+    /// `max_servers` and `max_active`, held under concurrent creates and starts.
+    admission: Admission,
+    /// Stops, starts and wakes of one server take turns.
+    turns: Turns,
     /// Wakes the reaper when a server is made (its TTL may be the next to end).
     reaper_wake: Arc<Notify>,
+    /// Wakes the idle check when a server with an idle timeout is made or started.
+    idle_wake: Arc<Notify>,
     /// Names of servers as they are deleted (by a tool or the reaper), for unmounting.
     deleted: broadcast::Sender<String>,
     tasks: Tasks,
+}
+
+/// `wait_for_capacity_seconds`, checked.
+fn capacity_wait(secs: Option<u64>) -> Result<Duration, SpecError> {
+    match secs {
+        Some(s) if s > MAX_CAPACITY_WAIT => {
+            Err(SpecError::Args(format!("`wait_for_capacity_seconds` must be at most {MAX_CAPACITY_WAIT} (got {s})")))
+        }
+        s => Ok(Duration::from_secs(s.unwrap_or(0))),
+    }
 }
 
 impl Servers {
@@ -72,8 +102,31 @@ impl Servers {
         let reaper_wake = Arc::new(Notify::new());
         let reaper = reaper::Reaper { runtime: runtime.clone(), deleted: deleted.clone(), wake: reaper_wake.clone() };
         tasks.spawn(reaper.run(tasks.token().clone()));
-        let quota = Quota::new(policy.max_servers);
-        Ok(Arc::new(Servers { presets, runtime, policy, pools, quota, reaper_wake, deleted, tasks }))
+        let admission = Admission::new(&policy);
+        let idle_wake = Arc::new(Notify::new());
+        let servers = Arc::new(Servers {
+            presets,
+            runtime,
+            policy,
+            pools,
+            admission,
+            turns: Turns::default(),
+            reaper_wake,
+            idle_wake: idle_wake.clone(),
+            deleted,
+            tasks: tasks.clone(),
+        });
+        tasks.spawn(idle::run(Arc::downgrade(&servers), idle_wake, tasks.token().clone()));
+        let weak = Arc::downgrade(&servers);
+        servers.runtime.waker().install(move |name| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                let servers =
+                    weak.upgrade().ok_or(WakeError::Unavailable("the meta server is shutting down".into()))?;
+                servers.wake(&name).await
+            })
+        });
+        Ok(servers)
     }
 
     pub(crate) fn presets(&self) -> &Presets {
@@ -98,6 +151,12 @@ impl Servers {
         self.pools.as_ref().map(|p| p.status()).unwrap_or_default()
     }
 
+    /// Every quota and how much of it is used now, for get_version.
+    pub(crate) async fn quota_use(&self) -> Result<Vec<QuotaUse>, ServersError> {
+        let listed = self.runtime.list(&LabelSelector::default()).await?;
+        Ok(self.admission.usage(&listed))
+    }
+
     /// Names of servers as they are deleted (by a tool or the reaper), for unmounting.
     pub(crate) fn deletions(&self) -> broadcast::Receiver<String> {
         self.deleted.subscribe()
@@ -109,19 +168,30 @@ impl Servers {
         req: CreateRequest,
         progress: Option<ProgressFn>,
     ) -> Result<ServerInfo, ServersError> {
-        let began = std::time::Instant::now();
+        let began = Instant::now();
         let wait = req.wait_for_ready;
+        let capacity_wait = capacity_wait(req.wait_for_capacity_seconds)?;
         let spec = resolve(req, &self.presets, &self.policy, self.runtime.capabilities())?;
-        let listed_at = std::time::Instant::now();
-        let listed: Vec<String> =
-            self.runtime.list(&LabelSelector::default()).await?.into_iter().map(|s| s.job_name).collect();
-        let slot =
-            self.quota.reserve(&spec.identity.name, &listed, listed_at).map_err(|f| ServersError::Quota(f.max))?;
+        let id = &spec.identity;
+        let preset = id.preset.as_deref();
+        let slot = self
+            .admission
+            .take(&self.runtime, Want::Create, &id.name, preset, capacity_wait, progress.as_ref())
+            .await?;
+        // The idle check looks again once the server exists.
+        let idle_check = self.idle_wake.clone();
+        let idles = spec.identity.idle_timeout.is_some();
+        let created = move || {
+            if idles {
+                idle_check.notify_one();
+            }
+        };
         if let Some(member) = self.pools.as_ref().and_then(|p| p.take(&spec.launch)) {
             match self.runtime.adopt(&member, spec.clone()).await {
                 Ok(info) => {
                     slot.settle(&info.job_name);
                     self.reaper_wake.notify_one();
+                    created();
                     return Ok(info);
                 }
                 Err(e) => {
@@ -131,9 +201,17 @@ impl Servers {
                 }
             }
         }
-        let info = self.runtime.create(spec).await?;
+        let info = match self.runtime.create(spec).await {
+            Ok(info) => info,
+            Err(e) => {
+                drop(slot);
+                self.admission.freed();
+                return Err(e.into());
+            }
+        };
         slot.settle(&info.job_name);
         self.reaper_wake.notify_one();
+        created();
         if !wait {
             return Ok(info);
         }
@@ -157,7 +235,95 @@ impl Servers {
     }
 
     pub(crate) async fn delete(&self, name: &str, wait: bool) -> Result<Deleted, ServersError> {
-        Ok(reaper::delete(&self.runtime, &self.deleted, name, wait).await?)
+        let deleted = reaper::delete(&self.runtime, &self.deleted, name, wait).await?;
+        self.admission.freed();
+        Ok(deleted)
+    }
+
+    /// Stop `name` (nothing runs; name, URLs, labels and TTL stay). Stopping a stopped server
+    /// answers its status.
+    pub(crate) async fn stop(&self, name: &str, reason: StopReason) -> Result<ServerInfo, ServersError> {
+        let _turn = self.turns.take(name).await;
+        let info = self.runtime.stop(name, reason).await?;
+        self.admission.freed();
+        Ok(info)
+    }
+
+    /// Start a Stopped server again (a server that runs is left as it is), within its
+    /// preset's `--max-active`, waiting up to `capacity_wait_secs` for a slot; with
+    /// `wait_for_ready`, return once it is Ready (or why it is not).
+    pub(crate) async fn resume(
+        &self,
+        name: &str,
+        wait_for_ready: bool,
+        capacity_wait_secs: Option<u64>,
+        progress: Option<ProgressFn>,
+    ) -> Result<ServerInfo, ServersError> {
+        let began = Instant::now();
+        let capacity_wait = capacity_wait(capacity_wait_secs)?;
+        let info = {
+            let _turn = self.turns.take(name).await;
+            let status = self.runtime.status(name).await?;
+            if status.phase != Phase::Stopped {
+                status
+            } else {
+                let preset = status.preset.as_deref();
+                let slot = self
+                    .admission
+                    .take(&self.runtime, Want::Start, name, preset, capacity_wait, progress.as_ref())
+                    .await?;
+                let info = self.runtime.resume(name).await?;
+                slot.settle(name);
+                self.idle_wake.notify_one();
+                info
+            }
+        };
+        if !wait_for_ready || info.phase == Phase::Ready {
+            return Ok(info);
+        }
+        let waited = began.elapsed();
+        let mut ready = self.runtime.wait_ready(name, self.policy.ready_timeout, progress).await?;
+        ready.startup = crate::runtime::startup::after_create(waited, std::mem::take(&mut ready.startup));
+        Ok(ready)
+    }
+
+    /// A request reached a server with nothing running behind its URL: start it (a stopped
+    /// one) or wait for it (a starting one), then let the request through.
+    async fn wake(&self, name: &str) -> Result<(), WakeError> {
+        match self.resume(name, true, None, None).await {
+            Ok(info) if info.phase == Phase::Ready => Ok(()),
+            Ok(info) => Err(WakeError::Unavailable(format!(
+                "it is {:?}{}",
+                info.phase,
+                info.message.map(|m| format!(": {m}")).unwrap_or_default()
+            ))),
+            Err(ServersError::Runtime(e @ RuntimeError::NotFound(_))) => Err(WakeError::NotFound(e.to_string())),
+            Err(e) => Err(WakeError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Stop the servers whose idle timeout has passed; returns when to look next.
+    async fn stop_idle(&self) -> Duration {
+        let idle = match self.runtime.idleness().await {
+            Ok(idle) => idle,
+            Err(e) => {
+                tracing::warn!(error = %e, "the idle check could not read the servers");
+                return idle::MAX_INTERVAL;
+            }
+        };
+        let mut next = idle::MAX_INTERVAL;
+        for server in idle {
+            match server.timeout.checked_sub(server.idle_for) {
+                Some(left) if !left.is_zero() => next = next.min(left),
+                _ => {
+                    tracing::info!(server = %server.name, idle_s = server.idle_for.as_secs(), "idle timeout passed; stopping");
+                    if let Err(e) = self.stop(&server.name, StopReason::IdleTimeout).await {
+                        tracing::warn!(server = %server.name, error = %e, "could not stop an idle server");
+                    }
+                }
+            }
+        }
+        next
     }
 
     /// Stop the reaper and the pools, and every server the runtime must not leave behind.

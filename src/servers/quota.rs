@@ -1,11 +1,18 @@
-//! `--max-servers` held under concurrency. A create counts the servers a list shows plus the
+//! One limit (`--max-servers`, or one preset's `--max-active`) held under concurrency. A create counts the servers a list shows plus the
 //! creates that list may not show yet, and takes its slot in the same step (a [`Reservation`]),
 //! before anything is created: thirty creates at once against a limit of ten make exactly ten
 //! servers. A list cannot see a create that finished after the list began, so a slot stays held
-//! until a list that began after its create finished has been counted; from then on lists count
-//! the server (or show it gone).
+//! for every list that began before its create finished; lists that began after count the
+//! server (or show it gone).
 
-use std::{sync::Mutex, time::Instant};
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+/// A finished create's hold is kept this long: longer than any list takes (API calls give up
+/// well before), so every list that began before the create finished has been counted.
+const FORGET_AFTER: Duration = Duration::from_secs(300);
 
 /// The limit and the slots held now.
 pub(crate) struct Quota {
@@ -33,12 +40,19 @@ impl Quota {
         Quota { max, held: Mutex::default() }
     }
 
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
     /// Take a slot for `name`, given the servers a list that began at `listed_at` returned.
     pub(crate) fn reserve(&self, name: &str, listed: &[String], listed_at: Instant) -> Result<Reservation<'_>, Full> {
         let mut held = self.held.lock().expect("quota poisoned");
-        // A create that finished before the list began is in the list, or gone since.
-        held.retain(|h| h.settled.is_none_or(|at| at >= listed_at));
-        let unlisted = held.iter().filter(|h| !listed.contains(&h.name)).count();
+        // Forget holds no list can still miss. Not by this list's start: another create's
+        // list may have begun before it and still need the hold.
+        held.retain(|h| h.settled.is_none_or(|at| at.elapsed() < FORGET_AFTER));
+        // A create that finished before this list began is in the list, or gone since.
+        let unlisted =
+            held.iter().filter(|h| h.settled.is_none_or(|at| at >= listed_at) && !listed.contains(&h.name)).count();
         if listed.len() + unlisted >= self.max {
             return Err(Full { max: self.max });
         }
@@ -110,5 +124,17 @@ mod tests {
         drop(_b);
         let later = Instant::now();
         assert!(q.reserve("c", &[], later).is_ok());
+    }
+
+    #[test]
+    fn a_later_list_does_not_drop_the_hold_an_earlier_list_still_needs() {
+        let q = Quota::new(2);
+        let early = Instant::now();
+        q.reserve("a", &[], early).unwrap().settle("a");
+        // A create whose list began after `a` finished sees it listed …
+        let late = Instant::now();
+        let _b = q.reserve("b", &["a".into()], late).unwrap();
+        // … while one whose list began before (and missed `a`) must still count it.
+        assert!(q.reserve("c", &[], early).is_err(), "a (unlisted here) + b in flight fill the quota");
     }
 }

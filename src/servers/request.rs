@@ -37,9 +37,15 @@ pub struct CreateRequest {
     /// Wait until the server answered initialize before returning (default false).
     #[serde(default)]
     pub wait_for_ready: bool,
+    /// When a quota (--max-servers, --max-active) is full, wait up to this many seconds for a slot (first come, first served) instead of failing at once (default 0).
+    #[serde(default)]
+    pub wait_for_capacity_seconds: Option<u64>,
     /// Seconds until the server is deleted automatically (default: the meta server's --default-ttl).
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
+    /// Stop the server (phase Stopped, reason IdleTimeout) after this many seconds without a request or an open stream; the next request to its URL starts it again. 0 turns it off. Default: the preset's idle_timeout, else the meta server's --default-idle-timeout (off unless set).
+    #[serde(default)]
+    pub idle_timeout_seconds: Option<u64>,
     /// Labels to find it by (list_mcp_servers label_selector).
     #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
@@ -59,8 +65,12 @@ pub struct CreateRequest {
 pub struct Policy {
     pub default_ttl: Duration,
     pub max_ttl: Duration,
-    /// Most servers alive at once.
+    /// Most servers that exist at once (Stopped ones included).
     pub max_servers: usize,
+    /// Most servers of a preset that are not Stopped: preset name → limit.
+    pub max_active: BTreeMap<String, usize>,
+    /// Idle timeout of servers whose request and preset set none.
+    pub default_idle_timeout: Option<Duration>,
     /// How long `wait_for_ready` waits.
     pub ready_timeout: Duration,
 }
@@ -71,6 +81,8 @@ impl Default for Policy {
             default_ttl: Duration::from_secs(3600),
             max_ttl: Duration::from_secs(7 * 24 * 3600),
             max_servers: 100,
+            max_active: BTreeMap::new(),
+            default_idle_timeout: None,
             ready_timeout: Duration::from_secs(120),
         }
     }

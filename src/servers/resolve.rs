@@ -31,6 +31,7 @@ pub fn resolve(
         return Err(SpecError::NoSource);
     };
     let ttl = ttl(req.ttl_seconds, policy)?;
+    let idle_timeout = idle_timeout(req.idle_timeout_seconds, made.idle_timeout, policy)?;
     let mut env = made.env;
     env.extend(fields.env);
     let launch = Launch {
@@ -41,7 +42,8 @@ pub fn resolve(
         resources: made.resources,
         command_image: made.command_image,
     };
-    let identity = Identity::fresh(&made.base, req.preset.clone(), fields.labels, ttl);
+    let mut identity = Identity::fresh(&made.base, req.preset.clone(), fields.labels, ttl);
+    identity.idle_timeout = idle_timeout;
     Ok(ServerSpec { identity, launch })
 }
 
@@ -94,6 +96,17 @@ fn ttl(asked: Option<u64>, policy: &Policy) -> Result<Duration, SpecError> {
     }
 }
 
+/// The idle timeout: the request's, else the preset's, else the policy's; 0 turns it off.
+fn idle_timeout(asked: Option<u64>, preset: Option<u64>, policy: &Policy) -> Result<Option<Duration>, SpecError> {
+    let max = policy.max_ttl.as_secs();
+    match asked.or(preset) {
+        Some(0) => Ok(None),
+        Some(s) if s > max => Err(SpecError::IdleTimeout { got: s, max }),
+        Some(s) => Ok(Some(Duration::from_secs(s))),
+        None => Ok(policy.default_idle_timeout),
+    }
+}
+
 /// The request's own fields, each checked.
 struct Fields {
     args: Option<Vec<String>>,
@@ -131,6 +144,8 @@ struct Made {
     needs_kube_api: bool,
     resources: Resources,
     command_image: Option<String>,
+    /// The preset's idle timeout, in seconds.
+    idle_timeout: Option<u64>,
 }
 
 fn from_preset(name: &str, presets: &Presets, fields: &Fields) -> Result<Made, SpecError> {
@@ -156,6 +171,7 @@ fn from_preset(name: &str, presets: &Presets, fields: &Fields) -> Result<Made, S
         needs_kube_api: p.needs_kube_api,
         resources: fields.resources.or(&p.resources),
         command_image: p.image.clone(),
+        idle_timeout: p.idle_timeout,
     })
 }
 
@@ -174,6 +190,7 @@ fn from_exec(exec: &str, mcp: Option<&str>, fields: &Fields) -> Result<Made, Spe
         needs_kube_api: false,
         resources: fields.resources.clone(),
         command_image: None,
+        idle_timeout: None,
     })
 }
 
@@ -198,6 +215,7 @@ fn from_image(image: &str, req: &CreateRequest, fields: &Fields, caps: Capabilit
         needs_kube_api: false,
         resources: fields.resources.clone(),
         command_image: None,
+        idle_timeout: None,
     })
 }
 

@@ -42,6 +42,8 @@ pub enum SpecError {
     MissingEnv { preset: String, names: String },
     #[error("`ttl_seconds` must be between 1 and {max} (got {got})")]
     Ttl { got: u64, max: u64 },
+    #[error("`idle_timeout_seconds` must be at most {max} (the longest TTL; got {got}); 0 turns the idle timeout off")]
+    IdleTimeout { got: u64, max: u64 },
     #[error("label {0}")]
     Label(String),
     #[error(

@@ -39,6 +39,8 @@ pub struct Identity {
     pub ttl: Duration,
     pub created_at: SystemTime,
     pub expires_at: SystemTime,
+    /// Stop the server after this long without MCP traffic (`None`: never).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// What runs, and with what: everything that makes two servers interchangeable.
@@ -62,7 +64,8 @@ impl Identity {
     /// lives `ttl` from now.
     pub fn fresh(base: &str, preset: Option<String>, labels: BTreeMap<String, String>, ttl: Duration) -> Identity {
         let created_at = SystemTime::now();
-        Identity { name: crate::names::generate(base), preset, labels, ttl, created_at, expires_at: created_at + ttl }
+        let name = crate::names::generate(base);
+        Identity { name, preset, labels, ttl, created_at, expires_at: created_at + ttl, idle_timeout: None }
     }
 }
 

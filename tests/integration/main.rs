@@ -34,3 +34,5 @@ mod quotas;
 mod shutdown;
 /// Churn and load, then no leaked process, memory or descriptor (ignored: minutes).
 mod soak;
+/// Stopped servers: idle timeout, stop/start, wake on request, restarts (local and fake).
+mod stopping;

@@ -72,3 +72,57 @@ async fn thirty_concurrent_kubernetes_creates_against_max_servers_10_make_exactl
     })
     .await;
 }
+
+fn quota_use(version: &Value, quota: &str, preset: Option<&str>) -> (u64, u64) {
+    let q = version["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["quota"] == quota && q["preset"].as_str() == preset)
+        .unwrap_or_else(|| panic!("quota {quota} {preset:?} in {version}"));
+    (q["used"].as_u64().unwrap(), q["limit"].as_u64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_active_refuses_a_second_server_or_lets_it_wait_until_the_first_is_stopped() {
+    within(LIMIT, async {
+        let (client, _) = meta_stdio(&["--max-active", "time=1"]).await;
+        let first = call_ok(&client, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
+        let first = first["job_name"].as_str().unwrap().to_string();
+        let version = call_ok(&client, "get_version", json!({})).await;
+        assert_eq!(quota_use(&version, "max_active", Some("time")), (1, 1), "{version}");
+        assert_eq!(quota_use(&version, "max_servers", None), (1, 100));
+
+        let e = call_err(&client, "create_mcp_server", json!({"preset": "time"})).await;
+        assert!(e.contains("--max-active limit of 1 for preset `time`") && e.contains("not Stopped"), "{e}");
+        // Other presets are not held to it.
+        let other = json!({"runtime_exec": "python3", "runtime_mcp": FIXTURE, "runtime_args": ["ok"]});
+        call_ok(&client, "create_mcp_server", other).await;
+
+        // A create that may wait gets the slot the stop frees.
+        let client = Arc::new(client);
+        let waiting = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let args = json!({"preset": "time", "wait_for_capacity_seconds": 30, "wait_for_ready": true});
+                call(&client, "create_mcp_server", args).await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished(), "the second create waits for a slot");
+        call_ok(&client, "stop_mcp_server", json!({"job_name": first})).await;
+        let second = waiting.await.unwrap();
+        assert_ne!(second.is_error, Some(true), "{}", text(&second));
+        assert_eq!(second.structured_content.as_ref().unwrap()["phase"], "Ready");
+
+        // Starting the stopped one is held to the same quota; a short wait runs out cleanly.
+        let e = call_err(&client, "start_mcp_server", json!({"job_name": first})).await;
+        assert!(e.contains("--max-active limit of 1 for preset `time`"), "{e}");
+        let e = call_err(&client, "start_mcp_server", json!({"job_name": first, "wait_for_capacity_seconds": 1})).await;
+        assert!(e.contains("waited 1s"), "{e}");
+        let version = call_ok(&client, "get_version", json!({})).await;
+        assert_eq!(quota_use(&version, "max_active", Some("time")), (1, 1), "the stopped one does not count");
+        assert_eq!(quota_use(&version, "max_servers", None), (3, 100), "Stopped servers count against max_servers");
+    })
+    .await;
+}

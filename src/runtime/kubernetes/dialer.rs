@@ -56,4 +56,8 @@ impl Dialer for PodDialer {
             self.open(&pod).await.map_err(tunnel)
         })
     }
+
+    fn has_pod(&self, job: &str) -> bool {
+        self.directory.cached(job).is_some_and(|p| pods::is_running(&p))
+    }
 }

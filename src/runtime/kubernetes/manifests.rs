@@ -46,6 +46,13 @@ pub(crate) const ANNOTATION_EXPIRES: &str = "mcp-ephemeral.dev/expires-at";
 pub(crate) const ANNOTATION_READY: &str = "mcp-ephemeral.dev/ready-at";
 /// The spec without secret values ([`SpecAnnotation`]).
 pub(crate) const ANNOTATION_SPEC: &str = "mcp-ephemeral.dev/spec";
+/// Why a suspended Job was stopped (`IdleTimeout`, `StoppedByRequest`).
+pub(crate) const ANNOTATION_STOPPED: &str = "mcp-ephemeral.dev/stopped-reason";
+/// The bridge's last activity when the server was stopped (its bridge is gone since).
+pub(crate) const ANNOTATION_LAST_ACTIVITY: &str = "mcp-ephemeral.dev/last-activity";
+/// On the Job of a server with an idle timeout: the timeout in seconds. A label, so the idle
+/// check lists only these Jobs.
+pub(crate) const LABEL_IDLE_TIMEOUT: &str = "mcp-ephemeral.dev/idle-timeout";
 
 /// Settings that are the same for every server of a runtime.
 #[derive(Debug, Clone)]
@@ -130,6 +137,15 @@ pub(crate) fn endpoint(spec: &ServerSpec, settings: &JobSettings) -> (u16, Image
 
 fn meta(name: String, spec: &ServerSpec) -> ObjectMeta {
     ObjectMeta { name: Some(name), labels: Some(standard_labels(&spec.identity)), ..Default::default() }
+}
+
+/// The Job's labels: the standard ones and, for a server with an idle timeout, the timeout.
+pub(crate) fn job_labels(id: &crate::spec::Identity) -> BTreeMap<String, String> {
+    let mut labels = standard_labels(id);
+    if let Some(idle) = id.idle_timeout {
+        labels.insert(LABEL_IDLE_TIMEOUT.into(), idle.as_secs().to_string());
+    }
+    labels
 }
 
 /// [`selector`] as a label-selector query (`k=v,k2=v2`), for lists and watches.
@@ -358,6 +374,7 @@ pub(crate) fn job(spec: &ServerSpec, settings: &JobSettings) -> Job {
     Job {
         metadata: ObjectMeta {
             annotations: Some(annotations(spec, port, transport)),
+            labels: Some(job_labels(&spec.identity)),
             ..meta(spec.identity.name.clone(), spec)
         },
         spec: Some(JobSpec {
@@ -452,6 +469,7 @@ mod tests {
                 ttl: Duration::from_secs(600),
                 created_at,
                 expires_at: created_at + Duration::from_secs(600),
+                idle_timeout: None,
             },
             launch: Launch {
                 source,

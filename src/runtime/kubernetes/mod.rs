@@ -30,8 +30,8 @@ use kube::{
 
 use self::{client::Connection, dialer::PodDialer, directory::PodDirectory, manifests::JobSettings, retry::ApiError};
 use super::{
-    DeletePhase, Deleted, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY, Phase, Reason, RuntimeError,
-    ServerInfo, Urls,
+    DeletePhase, Deleted, Idleness, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY, Phase, Reason,
+    RuntimeError, ServerInfo, StopReason, Urls, wake::Waker,
 };
 use crate::{
     gateway::Pool,
@@ -41,6 +41,9 @@ use crate::{
 
 /// How long `delete_mcp_server(wait_for_deletion=true)` waits for the pod to go.
 const DELETE_WAIT: Duration = Duration::from_secs(60);
+/// How long a stop waits for the suspended Job's pod to go, so that a start right after it
+/// never mistakes the old pod for the new one.
+const STOP_WAIT: Duration = Duration::from_secs(20);
 /// Secrets and Services without their Job are swept once they are this old (a younger one may
 /// belong to a create in progress).
 const ORPHAN_AGE: Duration = Duration::from_secs(120);
@@ -66,6 +69,8 @@ pub(crate) struct KubernetesRuntime {
     /// Keep-alive connections to the servers' bridges: the gateway's, the readiness
     /// confirmation's and status reads'.
     pool: Pool,
+    /// How the gateway asks for a stopped server to be started.
+    waker: Waker,
 }
 
 impl KubernetesRuntime {
@@ -88,6 +93,7 @@ impl KubernetesRuntime {
             urls,
             directory,
             pool,
+            waker: Waker::default(),
         });
         let sweeper = rt.clone();
         tasks.spawn_until_cancelled(async move { sweeper.sweep_orphans().await });
@@ -101,6 +107,11 @@ impl KubernetesRuntime {
     /// The connections to the servers, for the gateway.
     pub(crate) fn pool(&self) -> Pool {
         self.pool.clone()
+    }
+
+    /// How the gateway asks for a stopped server to be started.
+    pub(crate) fn waker(&self) -> &Waker {
+        &self.waker
     }
 
     pub(crate) fn jobs(&self) -> Api<Job> {
@@ -249,8 +260,8 @@ impl KubernetesRuntime {
         Ok(removed)
     }
 
-    /// Wait, on a watch, until no pod of `name` is left.
-    async fn pods_gone(&self, name: &str) -> bool {
+    /// Wait, on a watch, until no pod of `name` is left (at most `limit`).
+    async fn pods_gone(&self, name: &str, limit: Duration) -> bool {
         let mut live = std::collections::BTreeSet::new();
         let mut listed = false;
         let stream =
@@ -277,7 +288,7 @@ impl KubernetesRuntime {
                 }
             }
         };
-        tokio::time::timeout(DELETE_WAIT, wait).await.is_ok()
+        tokio::time::timeout(limit, wait).await.is_ok()
     }
 
     /// Delete Secrets and Services whose Job is gone: what a crash between two creates leaves.
@@ -315,6 +326,17 @@ impl KubernetesRuntime {
             }
         }
     }
+}
+
+/// Fill `tools`, `sessions`, `last_activity` and `ready_after_ms` from a bridge's `/status`,
+/// as the local runtime has them.
+fn add_bridge_status(info: &mut ServerInfo, status: crate::bridge::BridgeStatus) {
+    if status.state == "ready" {
+        info.tools = Some(status.tools);
+        info.ready_after_ms = info.ready_after_ms.or(status.ready_after_ms);
+    }
+    info.sessions = Some(status.sessions);
+    info.last_activity = status.last_activity.and_then(|t| humantime::parse_rfc3339(&t).ok());
 }
 
 /// Whether `stored` has every label and annotation of `sent`, with the same values.
@@ -357,11 +379,10 @@ impl KubernetesRuntime {
         let job = self.get_job(name).await?;
         let pod = self.find_pod(name).await?;
         let mut info = self.info(&job, pod.as_ref());
-        if matches!(info.phase, Phase::Ready | Phase::Starting)
-            && self.can_confirm(&job)
-            && pod.as_ref().is_some_and(pods::is_running)
+        if self.bridge_answers(&info, &job, pod.as_ref())
+            && let Some(status) = self.bridge_status(name).await
         {
-            self.add_bridge_status(&mut info).await;
+            add_bridge_status(&mut info, status);
         }
         if info.phase == Phase::Failed
             && let Some(pod) = &pod
@@ -392,13 +413,23 @@ impl KubernetesRuntime {
                 by_job.entry(instance).or_default().push(pod);
             }
         }
-        let mut infos: Vec<ServerInfo> = jobs
-            .iter()
-            .map(|job| {
-                let pod = by_job.remove(&job.name_any()).and_then(pods::pod_of_job);
-                self.info(job, pod.as_ref())
-            })
-            .collect();
+        let mut infos: Vec<ServerInfo> = Vec::with_capacity(jobs.len());
+        let mut askable = Vec::new();
+        for job in &jobs {
+            let pod = by_job.remove(&job.name_any()).and_then(pods::pod_of_job);
+            let info = self.info(job, pod.as_ref());
+            if self.bridge_answers(&info, job, pod.as_ref()) {
+                askable.push(infos.len());
+            }
+            infos.push(info);
+        }
+        // Sessions and last activity come from the bridges, asked all at once (pooled).
+        let statuses = futures::future::join_all(askable.iter().map(|&i| self.bridge_status(&infos[i].job_name))).await;
+        for (i, status) in askable.into_iter().zip(statuses) {
+            if let Some(status) = status {
+                add_bridge_status(&mut infos[i], status);
+            }
+        }
         infos.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.job_name.cmp(&b.job_name)));
         Ok(infos)
     }
@@ -406,7 +437,7 @@ impl KubernetesRuntime {
     pub(crate) async fn delete(&self, name: &str, wait: bool) -> Result<Deleted, RuntimeError> {
         let removed = self.remove(name).await.map_err(|e| e.into_runtime(format!("deleting `{name}`")))?;
         let already_gone = removed.is_empty();
-        let gone = already_gone || (wait && self.pods_gone(name).await);
+        let gone = already_gone || (wait && self.pods_gone(name, DELETE_WAIT).await);
         let phase = if gone { DeletePhase::Deleted } else { DeletePhase::Terminating };
         tracing::info!(server = name, ?phase, "deleted");
         Ok(Deleted { job_name: name.to_string(), phase, removed, already_gone })
@@ -433,7 +464,7 @@ impl KubernetesRuntime {
         let mut renamed = spec.identity.clone();
         renamed.name = pooled.to_string();
         let mut labels: serde_json::Map<String, serde_json::Value> =
-            super::standard_labels(&renamed).into_iter().map(|(k, v)| (k, v.into())).collect();
+            manifests::job_labels(&renamed).into_iter().map(|(k, v)| (k, v.into())).collect();
         labels.insert(LABEL_POOL.into(), serde_json::Value::Null);
         // The deadline counts from the Job's start, a moment before its pod was created; a
         // second more than the pod's age keeps it from ending the server early (the reaper
@@ -459,40 +490,134 @@ impl KubernetesRuntime {
         Ok(self.info(&job, Some(&pod)))
     }
 
+    /// Suspend the Job (the Job controller deletes its pod); the Service, the Secret and the
+    /// Job stay. The bridge's last activity is kept on the Job, since the bridge goes.
+    pub(crate) async fn stop(&self, name: &str, reason: StopReason) -> Result<ServerInfo, RuntimeError> {
+        let job = self.get_job(name).await?;
+        if status::is_suspended(&job) {
+            return Ok(self.info(&job, None));
+        }
+        let last_activity = match self.bridge_status(name).await {
+            Some(status) => status.last_activity,
+            None => None,
+        };
+        let patch = Patch::Merge(serde_json::json!({
+            "metadata": {"annotations": {
+                manifests::ANNOTATION_STOPPED: reason.reason().as_str(),
+                manifests::ANNOTATION_LAST_ACTIVITY: last_activity,
+                // The next pod must be confirmed ready afresh.
+                manifests::ANNOTATION_READY: null,
+            }},
+            "spec": {"suspend": true},
+        }));
+        let job = self.patch_job(name, &patch, "stopping").await?;
+        tracing::info!(server = name, reason = %reason.reason(), "job suspended (its pod goes; Service and Secret stay)");
+        if !self.pods_gone(name, STOP_WAIT).await {
+            tracing::warn!(server = name, "the suspended Job's pod is still there after {STOP_WAIT:?}");
+        }
+        Ok(self.info(&job, None))
+    }
+
+    /// Resume a suspended Job. Kubernetes restarts the deadline clock on resume, so the
+    /// deadline becomes what is left of the TTL.
+    pub(crate) async fn resume(&self, name: &str) -> Result<ServerInfo, RuntimeError> {
+        let job = self.get_job(name).await?;
+        if !status::is_suspended(&job) {
+            return Ok(self.info(&job, self.directory.cached(name).as_ref()));
+        }
+        let expires = self.info(&job, None).expires_at;
+        let left = expires.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+        if left < Duration::from_secs(1) {
+            return Err(RuntimeError::Failed {
+                name: name.to_string(),
+                reason: Reason::Cluster("DeadlineExceeded".into()),
+                message: "its TTL has ended; it is being deleted".into(),
+            });
+        }
+        let patch = Patch::Merge(serde_json::json!({
+            "metadata": {"annotations": {manifests::ANNOTATION_STOPPED: null}},
+            "spec": {"suspend": false, "activeDeadlineSeconds": left.as_secs().max(1)},
+        }));
+        let job = self.patch_job(name, &patch, "starting").await?;
+        tracing::info!(server = name, deadline_s = left.as_secs(), "job resumed");
+        Ok(self.info(&job, None))
+    }
+
+    async fn patch_job(&self, name: &str, patch: &Patch<serde_json::Value>, doing: &str) -> Result<Job, RuntimeError> {
+        let (jobs, params) = (self.jobs(), PatchParams::default());
+        match retry::call("patch job", || jobs.patch(name, &params, patch)).await {
+            Ok(job) => Ok(job),
+            Err(e) if e.is_not_found() => Err(RuntimeError::NotFound(name.to_string())),
+            Err(e) => Err(e.into_runtime(format!("{doing} `{name}`"))),
+        }
+    }
+
+    /// The running servers with an idle timeout and how long each has been idle: one list of
+    /// the Jobs that carry the idle-timeout label, then one `/status` read per running one,
+    /// through the pool (no API request in the cluster; a pooled tunnel outside).
+    pub(crate) async fn idleness(&self) -> Result<Vec<Idleness>, RuntimeError> {
+        let labels = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{},!{LABEL_POOL}", manifests::LABEL_IDLE_TIMEOUT);
+        let (jobs, params) = (self.jobs(), ListParams::default().labels(&labels));
+        let jobs = retry::call("list jobs", || jobs.list(&params))
+            .await
+            .map_err(|e| e.into_runtime("checking idle servers"))?;
+        let candidates: Vec<(String, Duration)> = jobs
+            .items
+            .iter()
+            .filter(|j| !status::is_suspended(j) && j.metadata.deletion_timestamp.is_none() && self.can_confirm(j))
+            .filter_map(|j| Some((j.name_any(), status::idle_timeout(j)?)))
+            .collect();
+        let statuses = futures::future::join_all(candidates.iter().map(|(name, _)| async move {
+            // A server without a running pod is not idle yet (it cannot have been used).
+            let running = self.directory.cached(name).is_some_and(|p| pods::is_running(&p));
+            if running { self.bridge_status(name).await } else { None }
+        }))
+        .await;
+        Ok(candidates
+            .into_iter()
+            .zip(statuses)
+            .map(|((name, timeout), status)| {
+                let idle_ms = status.filter(|s| s.state == "ready").map_or(0, |s| s.idle_ms);
+                Idleness { name, timeout, idle_for: Duration::from_millis(idle_ms) }
+            })
+            .collect())
+    }
+
     pub(crate) async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>, RuntimeError> {
-        self.get_job(name).await?;
+        let job = self.get_job(name).await?;
         let pod = self.find_pod(name).await?.ok_or_else(|| {
-            RuntimeError::Unsupported(format!(
-                "server `{name}` has no pod yet, so there are no logs; get_mcp_server_status shows why"
-            ))
+            RuntimeError::Unsupported(if status::is_suspended(&job) {
+                format!("server `{name}` is stopped: its pod and its logs are gone; start_mcp_server starts it again")
+            } else {
+                format!("server `{name}` has no pod yet, so there are no logs; get_mcp_server_status shows why")
+            })
         })?;
         self.logs_of(&pod, tail).await
     }
 }
 
 impl KubernetesRuntime {
-    /// Fill `tools`, `sessions` and `ready_after_ms` from the bridge's `/status` (through the
-    /// pool: pod IP in the cluster, a tunnel outside), as the local runtime does; left empty
-    /// when the bridge does not answer within a second.
-    async fn add_bridge_status(&self, info: &mut ServerInfo) {
+    /// Whether `job`'s bridge can be asked for its `/status` now.
+    fn bridge_answers(&self, info: &ServerInfo, job: &Job, pod: Option<&Pod>) -> bool {
+        matches!(info.phase, Phase::Ready | Phase::Starting)
+            && self.can_confirm(job)
+            && pod.is_some_and(pods::is_running)
+    }
+
+    /// The bridge's `/status` (through the pool: pod IP in the cluster, a tunnel outside);
+    /// `None` when it does not answer within a second.
+    async fn bridge_status(&self, job: &str) -> Option<crate::bridge::BridgeStatus> {
         const STATUS_WAIT: Duration = Duration::from_secs(1);
-        let status = match self.pool.get(&info.job_name, "/status", STATUS_WAIT).await {
-            Ok((hyper::StatusCode::OK, body)) => serde_json::from_slice::<crate::bridge::BridgeStatus>(&body).ok(),
+        match self.pool.get(job, "/status", STATUS_WAIT).await {
+            Ok((hyper::StatusCode::OK, body)) => serde_json::from_slice(&body).ok(),
             Ok((code, _)) => {
-                tracing::debug!(server = %info.job_name, %code, "the bridge's /status failed");
+                tracing::debug!(server = job, %code, "the bridge's /status failed");
                 None
             }
             Err(e) => {
-                tracing::debug!(server = %info.job_name, error = %e, "the bridge's /status did not answer");
+                tracing::debug!(server = job, error = %e, "the bridge's /status did not answer");
                 None
             }
-        };
-        if let Some(status) = status {
-            if status.state == "ready" {
-                info.tools = Some(status.tools);
-                info.ready_after_ms = info.ready_after_ms.or(status.ready_after_ms);
-            }
-            info.sessions = Some(status.sessions);
         }
     }
 

@@ -6,9 +6,10 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 
 use super::manifests::{
-    ANNOTATION_CREATED, ANNOTATION_EXPIRES, ANNOTATION_READY, ANNOTATION_SPEC, CONTAINER, SpecAnnotation,
+    ANNOTATION_CREATED, ANNOTATION_EXPIRES, ANNOTATION_LAST_ACTIVITY, ANNOTATION_READY, ANNOTATION_SPEC,
+    ANNOTATION_STOPPED, CONTAINER, LABEL_IDLE_TIMEOUT, SpecAnnotation,
 };
-use crate::runtime::{LABEL_PRESET, Phase, Reason, ServerInfo, Urls, startup::StartStep};
+use crate::runtime::{LABEL_PRESET, Phase, Reason, ServerInfo, StopReason, Urls, startup::StartStep};
 
 /// Container waiting reasons that never resolve on their own: the server has failed.
 const FATAL_WAITING: [&str; 7] = [
@@ -189,6 +190,17 @@ fn parse_time(text: Option<&String>) -> Option<SystemTime> {
     text.and_then(|t| humantime::parse_rfc3339(t).ok())
 }
 
+/// Whether the Job is suspended: the server is Stopped (its pod is gone or going).
+pub(crate) fn is_suspended(job: &Job) -> bool {
+    job.spec.as_ref().and_then(|s| s.suspend) == Some(true)
+}
+
+/// The idle timeout of a Job's server, from its label.
+pub(crate) fn idle_timeout(job: &Job) -> Option<Duration> {
+    let text = job.metadata.labels.as_ref()?.get(LABEL_IDLE_TIMEOUT)?;
+    text.parse().ok().filter(|s| *s > 0).map(Duration::from_secs)
+}
+
 /// The spec annotation of a Job (empty when missing or unreadable, e.g. a Job edited by hand).
 pub(crate) fn spec_annotation(job: &Job) -> SpecAnnotation {
     job.metadata
@@ -212,6 +224,17 @@ pub(crate) fn server_info(job: &Job, pod: Option<&Pod>, urls: Urls) -> ServerInf
     }
     if job.metadata.deletion_timestamp.is_some() {
         info.set_phase(Phase::Terminating, Reason::Deleting, "the Job is being deleted");
+        return info;
+    }
+    if is_suspended(job) {
+        let annotations = job.metadata.annotations.as_ref();
+        let reason = annotations
+            .and_then(|a| a.get(ANNOTATION_STOPPED))
+            .and_then(|r| StopReason::parse(r))
+            .unwrap_or(StopReason::StoppedByRequest);
+        info.set_phase(Phase::Stopped, reason.reason(), reason.message());
+        info.sessions = Some(0);
+        info.last_activity = parse_time(annotations.and_then(|a| a.get(ANNOTATION_LAST_ACTIVITY)));
         return info;
     }
     if let Some((reason, message)) = job_failure(job) {
@@ -238,7 +261,9 @@ pub(crate) fn server_info(job: &Job, pod: Option<&Pod>, urls: Urls) -> ServerInf
 /// What the Job says of the server (name, times, labels, the spec annotation), phase Pending.
 fn described(job: &Job, urls: Urls) -> ServerInfo {
     let name = job.metadata.name.clone().unwrap_or_default();
-    let labels = job.metadata.labels.clone().unwrap_or_default();
+    let mut labels = job.metadata.labels.clone().unwrap_or_default();
+    // Ours, not the user's: shown as `idle_timeout_seconds`.
+    labels.remove(LABEL_IDLE_TIMEOUT);
     let annotations = job.metadata.annotations.clone().unwrap_or_default();
     let annotation = spec_annotation(job);
     let created = parse_time(annotations.get(ANNOTATION_CREATED))
@@ -255,6 +280,7 @@ fn described(job: &Job, urls: Urls) -> ServerInfo {
         labels,
         env_names: annotation.env_names,
         secret_env_names: annotation.secret_env_names,
+        idle_timeout_seconds: idle_timeout(job).map(|d| d.as_secs()),
         ..ServerInfo::new(name, Phase::Pending, urls, created, expires)
     }
 }
