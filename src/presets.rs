@@ -150,6 +150,13 @@ impl Presets {
     pub fn iter(&self) -> impl Iterator<Item = &Preset> {
         self.by_name.values()
     }
+
+    /// Add preset `name` whose file has `body` besides its name and description.
+    #[cfg(test)]
+    pub(crate) fn insert_for_test(&mut self, name: &str, body: &str) {
+        let text = format!("name = \"{name}\"\ndescription = \"test\"\n{body}");
+        self.add(PathBuf::from(format!("{name}.toml")), &text).expect("a valid preset");
+    }
 }
 
 /// Parse and check one preset file.

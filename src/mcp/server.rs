@@ -104,9 +104,11 @@ fn progress_reporter(ctx: &RequestContext<RoleServer>, tasks: &Tasks) -> Option<
     // Ends when the reporter is dropped (the wait is over) or the client is gone.
     tasks.spawn(async move {
         while let Some(step) = rx.recv().await {
-            let param = ProgressNotificationParam::new(token.clone(), step.step as f64)
-                .with_total(step.total as f64)
-                .with_message(step.message);
+            let mut param = ProgressNotificationParam::new(token.clone(), step.step as f64).with_message(step.message);
+            // A step of unknown length (waiting for a slot) has no total.
+            if step.total > 0 {
+                param = param.with_total(step.total as f64);
+            }
             if peer.notify_progress(param).await.is_err() {
                 break;
             }

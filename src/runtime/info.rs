@@ -345,6 +345,7 @@ impl Deleted {
 #[derive(Debug, Clone)]
 pub struct ProgressStep {
     pub step: u32,
+    /// 0 when unknown.
     pub total: u32,
     pub message: String,
 }

@@ -368,6 +368,8 @@ impl LocalRuntime {
         }
         let name = spec.identity.name.clone();
         *server.spec.write().expect("spec poisoned") = spec;
+        // Its idle time counts from the hand-out, not from when the pool started it.
+        server.activity.touch();
         let info = info(&server);
         self.servers.write().expect("servers poisoned").insert(name.clone(), server);
         tracing::info!(server = %name, pooled, "warm-pool member handed out");

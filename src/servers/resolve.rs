@@ -260,4 +260,21 @@ mod tests {
         let port = serde_json::json!({"preset": "time", "image_port": 80});
         assert_eq!(resolve_json(port, LOCAL).unwrap_err(), SpecError::ImageOnly("image_port"));
     }
+
+    #[test]
+    fn the_idle_timeout_is_the_requests_then_the_presets_then_the_policys_and_0_is_off() {
+        let mut presets = Presets::load(None).unwrap();
+        presets.insert_for_test("idler", "runtime_exec = \"uvx\"\nidle_timeout = 30");
+        let policy = Policy { default_idle_timeout: Some(Duration::from_secs(600)), ..Policy::default() };
+        let idle = |args: serde_json::Value| {
+            resolve(serde_json::from_value(args).unwrap(), &presets, &policy, LOCAL).map(|s| s.identity.idle_timeout)
+        };
+        let secs = |s| Ok(Some(Duration::from_secs(s)));
+        assert_eq!(idle(serde_json::json!({"preset": "time"})), secs(600), "the policy's default");
+        assert_eq!(idle(serde_json::json!({"preset": "idler"})), secs(30), "the preset's");
+        assert_eq!(idle(serde_json::json!({"preset": "idler", "idle_timeout_seconds": 5})), secs(5), "the request's");
+        assert_eq!(idle(serde_json::json!({"preset": "idler", "idle_timeout_seconds": 0})), Ok(None), "0 is off");
+        let too_long = idle(serde_json::json!({"preset": "time", "idle_timeout_seconds": 999_999_999}));
+        assert!(matches!(too_long, Err(SpecError::IdleTimeout { .. })), "{too_long:?}");
+    }
 }

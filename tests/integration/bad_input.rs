@@ -36,6 +36,18 @@ async fn every_bad_request_gets_a_clear_error_and_changes_nothing() {
             ("mount_mcp_server", json!({"job_name": "nope-12345678", "name": "n"}), "no MCP server named"),
             ("remove_mcp_server_mount", json!({"name": "nope"}), "no mount"),
             ("list_mcp_servers", json!({"label_selector": "a b"}), "selector"),
+            (
+                "create_mcp_server",
+                json!({"preset": "time", "idle_timeout_seconds": 99_999_999}),
+                "idle_timeout_seconds",
+            ),
+            (
+                "create_mcp_server",
+                json!({"preset": "time", "wait_for_capacity_seconds": 99_999}),
+                "wait_for_capacity_seconds",
+            ),
+            ("stop_mcp_server", json!({"job_name": "nope-12345678"}), "no MCP server named"),
+            ("start_mcp_server", json!({"job_name": "nope-12345678", "wait_for_ready": true}), "no MCP server named"),
         ];
         for (tool, args, expect) in cases {
             let msg = call_err(&meta, tool, args.clone()).await;
@@ -109,6 +121,23 @@ async fn http_meta_server_refuses_wrong_tokens_and_unsafe_binds() {
             .unwrap();
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("--auth-token"));
+
+        // Quota and idle flags are checked before anything starts, every problem at once.
+        let out = tokio::process::Command::new(BIN)
+            .args(["serve", "--max-active", "no-such-preset=2", "--default-idle-timeout", "30d", "--max-ttl", "1d"])
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains("--max-active: unknown preset `no-such-preset`"), "{stderr}");
+        assert!(stderr.contains("--default-idle-timeout must be at most --max-ttl"), "{stderr}");
+        let out = tokio::process::Command::new(BIN).args(["serve", "--max-active", "time=0"]).output().await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("a limit of 0"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     })
     .await
     .expect("test finished in time");

@@ -99,21 +99,45 @@ async fn max_active_refuses_a_second_server_or_lets_it_wait_until_the_first_is_s
         let other = json!({"runtime_exec": "python3", "runtime_mcp": FIXTURE, "runtime_args": ["ok"]});
         call_ok(&client, "create_mcp_server", other).await;
 
-        // A create that may wait gets the slot the stop frees.
+        // A create that may wait gets the slot the stop frees, and is told it waits.
         let client = Arc::new(client);
         let waiting = {
             let client = client.clone();
             tokio::spawn(async move {
                 let args = json!({"preset": "time", "wait_for_capacity_seconds": 30, "wait_for_ready": true});
-                call(&client, "create_mcp_server", args).await
+                let token = rmcp::model::ProgressToken(rmcp::model::NumberOrString::String("wait-1".into()));
+                let mut params = rmcp::model::CallToolRequestParams::new("create_mcp_server")
+                    .with_arguments(args.as_object().unwrap().clone());
+                params.meta = Some(rmcp::model::RequestMetaObject::with_progress_token(token));
+                client.call_tool(params).await.expect("create")
             })
         };
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let told = client.service().wait_for_progress("for a slot").await;
+        assert!(told.iter().any(|m| m.contains("waiting up to 30s for a slot: the --max-active limit")), "{told:?}");
         assert!(!waiting.is_finished(), "the second create waits for a slot");
         call_ok(&client, "stop_mcp_server", json!({"job_name": first})).await;
         let second = waiting.await.unwrap();
         assert_ne!(second.is_error, Some(true), "{}", text(&second));
         assert_eq!(second.structured_content.as_ref().unwrap()["phase"], "Ready");
+
+        // A request to the stopped server's URL cannot wake it past the quota: a clear 503,
+        // a JSON-RPC error for a POST.
+        let stopped = call_ok(&client, "get_mcp_server_status", json!({"job_name": first})).await;
+        let url = stopped["urls"]["mcp"].as_str().unwrap();
+        let http = reqwest::Client::new();
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+        let post =
+            http.post(url).header("accept", "application/json, text/event-stream").json(&init).send().await.unwrap();
+        assert_eq!(post.status(), 503);
+        let body: Value = post.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("is stopped and could not be started") && message.contains("--max-active"), "{body}");
+        let sse = http.get(stopped["urls"]["sse"].as_str().unwrap()).send().await.unwrap();
+        assert_eq!(sse.status(), 503);
+        assert!(sse.text().await.unwrap().contains("--max-active limit of 1"));
+        let still = call_ok(&client, "get_mcp_server_status", json!({"job_name": first})).await;
+        assert_eq!(still["phase"], "Stopped", "a refused wake leaves it stopped");
 
         // Starting the stopped one is held to the same quota; a short wait runs out cleanly.
         let e = call_err(&client, "start_mcp_server", json!({"job_name": first})).await;

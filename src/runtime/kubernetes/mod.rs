@@ -561,13 +561,18 @@ impl KubernetesRuntime {
         let jobs = retry::call("list jobs", || jobs.list(&params))
             .await
             .map_err(|e| e.into_runtime("checking idle servers"))?;
-        let candidates: Vec<(String, Duration)> = jobs
+        // (name, timeout, since when it is this server: a warm-pool member handed out later
+        // than its bridge started has been idle only since the hand-out)
+        let candidates: Vec<(String, Duration, Duration)> = jobs
             .items
             .iter()
             .filter(|j| !status::is_suspended(j) && j.metadata.deletion_timestamp.is_none() && self.can_confirm(j))
-            .filter_map(|j| Some((j.name_any(), status::idle_timeout(j)?)))
+            .filter_map(|j| {
+                let since = self.info(j, None).created_at.elapsed().unwrap_or_default();
+                Some((j.name_any(), status::idle_timeout(j)?, since))
+            })
             .collect();
-        let statuses = futures::future::join_all(candidates.iter().map(|(name, _)| async move {
+        let statuses = futures::future::join_all(candidates.iter().map(|(name, _, _)| async move {
             // A server without a running pod is not idle yet (it cannot have been used).
             let running = self.directory.cached(name).is_some_and(|p| pods::is_running(&p));
             if running { self.bridge_status(name).await } else { None }
@@ -576,9 +581,9 @@ impl KubernetesRuntime {
         Ok(candidates
             .into_iter()
             .zip(statuses)
-            .map(|((name, timeout), status)| {
+            .map(|((name, timeout, since), status)| {
                 let idle_ms = status.filter(|s| s.state == "ready").map_or(0, |s| s.idle_ms);
-                Idleness { name, timeout, idle_for: Duration::from_millis(idle_ms) }
+                Idleness { name, timeout, idle_for: Duration::from_millis(idle_ms).min(since) }
             })
             .collect())
     }
