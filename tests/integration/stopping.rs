@@ -246,6 +246,14 @@ async fn a_restarted_meta_server_keeps_a_stopped_server_stopped_and_can_start_it
                 .await;
         let job = server["job_name"].as_str().unwrap().to_string();
         let expires = server["expires_at"].as_str().unwrap().to_string();
+        // One that the first meta server leaves idling: the next one stops it.
+        let idler = call_ok(
+            &first,
+            "create_mcp_server",
+            json!({"preset": "time", "idle_timeout_seconds": 4, "wait_for_ready": true}),
+        )
+        .await;
+        let idler = idler["job_name"].as_str().unwrap().to_string();
         for _ in 0..2 {
             let s = call_ok(&first, "stop_mcp_server", json!({"job_name": job})).await;
             assert_eq!(s["phase"], "Stopped", "{s}");
@@ -259,6 +267,8 @@ async fn a_restarted_meta_server_keeps_a_stopped_server_stopped_and_can_start_it
         assert_eq!((entry["phase"].as_str(), entry["reason"].as_str()), (Some("Stopped"), Some("StoppedByRequest")));
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(pods_of(&c.fake, &job), 0, "the new meta server leaves it stopped");
+        let idle_stopped = status_until(&second, &idler, Duration::from_secs(20), |s| s["phase"] == "Stopped").await;
+        assert_eq!(idle_stopped["reason"], "IdleTimeout", "the idle timeout survives the restart: {idle_stopped}");
 
         let mut url = String::new();
         for _ in 0..2 {
