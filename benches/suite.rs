@@ -361,10 +361,15 @@ async fn meta_section(bin: &Path, tools: &tools::Tools, cfg: &Config) -> MetaRes
     let start = meta::start_times(bin, tools, cfg.starts).await.into();
     let idle = meta::idle_memory(bin, tools).await.into();
     eprintln!("suite: create→ready (cold uv cache first: downloads mcp-server-time from PyPI)");
-    let creates = meta::create_figures(bin, tools, cfg.creates).await;
+    // The cold create fills it; the warm figures and the lifecycle share it.
+    let cache = tools.root.join("uv-cache-bench");
+    let creates = meta::create_figures(bin, tools, cfg.creates, &cache).await;
+    eprintln!("suite: wake on request and stop/start round trips (local), n={}", cfg.creates);
+    let lifecycle = meta::lifecycle(bin, tools, cfg.creates, &cache).await.into();
+    let _ = std::fs::remove_dir_all(&cache);
     eprintln!("suite: list_mcp_servers with {} servers on the fake Kubernetes API", cfg.list_servers);
     let list = kube::list_servers(bin, tools, cfg.list_servers, cfg.lists).await.into();
-    MetaResults { start, idle, creates, list }
+    MetaResults { start, idle, creates, lifecycle, list }
 }
 
 /// The Kubernetes runtime on the fake API server with its process kubelet.
@@ -376,5 +381,7 @@ async fn kube_section(bench: &Bench<'_>, bin: &Path, cfg: &Config) -> report::Ku
     let cold = gateway::cold_start(bin, bench.tools, cfg.creates).await.into();
     eprintln!("suite: warm-pool hand-out on the fake");
     let pool = gateway::pool_hand_out(bin, bench.tools, cfg.creates).await.into();
-    report::KubeResults { gateway, cold, pool }
+    eprintln!("suite: stop/start round trips on the fake, n={}", cfg.creates);
+    let stop_start = gateway::stop_start(bin, bench.tools, cfg.creates).await.into();
+    report::KubeResults { gateway, cold, pool, stop_start }
 }

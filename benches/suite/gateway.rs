@@ -1,8 +1,9 @@
 //! `serve --runtime kubernetes` against the fake API server with its process kubelet (the pods'
 //! containers are real processes: the built bridge and `uvx mcp-server-time`): tools/call and
 //! new-session cost through the gateway's pooled port-forward tunnels, next to the same bridge
-//! reached directly at its pod address; and where the time of a cold create goes, step by step,
-//! with a modelled kubelet.
+//! reached directly at its pod address; where the time of a cold create goes, step by step,
+//! with a modelled kubelet; and a stop (the Job suspended, its pod gone) and start (resumed, Ready
+//! again) of one server, with the same kubelet.
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
@@ -12,7 +13,7 @@ use serde_json::{Value, json};
 use crate::{
     fake_kube::{Delays, FakeConfig, FakeKube, Programs},
     measure::{Bench, Calls, Connect, median, ms_since, sample_load},
-    meta::{Create, Meta, Outcome},
+    meta::{Create, Meta, Outcome, StopStart},
     tools::Tools,
 };
 
@@ -60,6 +61,24 @@ pub struct ColdStart {
 pub async fn pool_hand_out(bin: &Path, tools: &Tools, n: usize) -> Result<Create> {
     let c = Cluster::start(bin, tools, modelled_kubelet(), &["--warm-pool", "time=2"], "serve-kube-pool.log").await?;
     let result = crate::meta::pool_creates(&c.meta, n).await;
+    c.stop().await;
+    result
+}
+
+/// `n` round trips of `stop_mcp_server` then `start_mcp_server(wait_for_ready)` on one `time`
+/// server (created untimed first, which also warms the uv cache) with the [`modelled_kubelet`];
+/// afterwards one call through the gateway checks that the started server answers.
+pub async fn stop_start(bin: &Path, tools: &Tools, n: usize) -> Result<StopStart> {
+    let c = Cluster::start(bin, tools, modelled_kubelet(), &[], "serve-kube-stop-start.log").await?;
+    let result = async {
+        let (job, server) = create(&c.meta).await?;
+        let figures = crate::meta::stop_start(&c.meta, &job, n).await?;
+        let url = server["urls"]["mcp"].as_str().context("urls.mcp")?;
+        crate::meta::session_and_call(url).await.context("a call through the gateway after the starts")?;
+        delete(&c.meta, &job).await?;
+        Ok(figures)
+    }
+    .await;
     c.stop().await;
     result
 }

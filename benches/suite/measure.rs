@@ -235,3 +235,27 @@ pub fn median(samples: &[f64]) -> f64 {
 pub fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
 }
+
+/// Median, p90 and range of a few timings, in milliseconds.
+#[derive(Clone, Debug)]
+pub struct Spread {
+    pub median_ms: f64,
+    pub p90_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub n: usize,
+}
+
+impl Spread {
+    pub fn of(samples_ms: &[f64]) -> Spread {
+        let mut s = samples_ms.to_vec();
+        s.sort_by(f64::total_cmp);
+        Spread {
+            median_ms: percentile(&s, 50.0),
+            p90_ms: percentile(&s, 90.0),
+            min_ms: s.first().copied().unwrap_or(f64::NAN),
+            max_ms: s.last().copied().unwrap_or(f64::NAN),
+            n: s.len(),
+        }
+    }
+}

@@ -1,9 +1,10 @@
 //! The meta server (`mcp-ephemeral serve`): start time and idle memory over stdio (raw
-//! JSON-RPC, so nothing but the server is timed), and create→ready of the `time` preset with a
-//! cold uv cache, a warm one and a warm pool (driven by rmcp's client).
+//! JSON-RPC, so nothing but the server is timed), create→ready of the `time` preset with a
+//! cold uv cache, a warm one and a warm pool, and a stopped server's wake on request and
+//! stop/start round trip (driven by rmcp's client).
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -13,13 +14,13 @@ use rmcp::{
     RoleClient, ServiceExt,
     model::{CallToolRequestParams, CallToolResult},
     service::RunningService,
-    transport::TokioChildProcess,
+    transport::{StreamableHttpClientTransport, TokioChildProcess},
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::{
-    measure::{median, ms_since, sample_load, status_kb},
+    measure::{Spread, median, ms_since, sample_load, status_kb},
     procs::{Group, Proc},
     tools::Tools,
 };
@@ -230,17 +231,10 @@ pub struct CreateFigures {
     pub pool: Outcome<Create>,
 }
 
-/// Cold (empty UV_CACHE_DIR), warm cache (the same dir, now filled) and warm pool
-/// (`--warm-pool time=2`, when this build has the flag).
-pub async fn create_figures(bin: &Path, tools: &Tools, n: usize) -> CreateFigures {
-    let cache = tools.root.join("uv-cache-bench");
-    let _ = std::fs::remove_dir_all(&cache);
-    let figures = create_figures_in(bin, tools, n, &cache).await;
-    let _ = std::fs::remove_dir_all(&cache);
-    figures
-}
-
-async fn create_figures_in(bin: &Path, tools: &Tools, n: usize, cache: &PathBuf) -> CreateFigures {
+/// Cold (`cache`, a UV_CACHE_DIR emptied first), warm cache (the same dir, now filled) and warm
+/// pool (`--warm-pool time=2`, when this build has the flag). The caller removes `cache`.
+pub async fn create_figures(bin: &Path, tools: &Tools, n: usize, cache: &Path) -> CreateFigures {
+    let _ = std::fs::remove_dir_all(cache);
     if let Err(e) = std::fs::create_dir_all(cache) {
         let f = || Outcome::Failed(format!("create {}: {e}", cache.display()));
         return CreateFigures { cold: f(), warm: f(), pool: f() };
@@ -330,4 +324,116 @@ pub fn has_flag(bin: &Path, flag: &str) -> bool {
     std::process::Command::new(bin).args(["serve", "--help"]).output().is_ok_and(|o| {
         String::from_utf8_lossy(&o.stdout).split(|c: char| c.is_whitespace() || c == ',').any(|w| w == flag)
     })
+}
+
+/// `stop_mcp_server`, then `start_mcp_server` with `wait_for_ready`, as the client sees them.
+pub struct StopStart {
+    pub stop: Spread,
+    /// From the start call to its answer (the server Ready again).
+    pub start: Spread,
+    /// Stop and start together, each round trip.
+    pub total: Spread,
+}
+
+/// A Stopped local server woken by a request to its URL, and the stop/start round trip.
+pub struct Lifecycle {
+    /// New session + the first `get_current_time` on a Stopped server's `urls.mcp`.
+    pub wake: Spread,
+    /// The same on the Ready server, its spare ready.
+    pub ready: Spread,
+    pub stop_start: StopStart,
+}
+
+/// A new MCP session on `url` (streamable HTTP) and one `get_current_time` in it: the
+/// milliseconds from the `initialize` request to the call's answer.
+pub async fn session_and_call(url: &str) -> Result<f64> {
+    let transport = StreamableHttpClientTransport::from_uri(url.to_string());
+    let args = json!({"timezone": "UTC"}).as_object().cloned().unwrap_or_default();
+    let t0 = Instant::now();
+    let timed = tokio::time::timeout(Duration::from_secs(150), async {
+        let client = ().serve(transport).await.with_context(|| format!("initialize a session on {url}"))?;
+        let res = client.call_tool(CallToolRequestParams::new("get_current_time").with_arguments(args)).await;
+        let ms = ms_since(t0);
+        let _ = client.cancel().await;
+        let res = res.context("get_current_time")?;
+        if res.is_error == Some(true) || res.content.is_empty() {
+            bail!("get_current_time failed: {res:?}");
+        }
+        Ok(ms)
+    })
+    .await;
+    timed.with_context(|| format!("no session and answer on {url} within 150 s"))?
+}
+
+/// `n` round trips of `stop_mcp_server` then `start_mcp_server(wait_for_ready)` on `job`,
+/// half a second apart.
+pub async fn stop_start(meta: &Meta, job: &str, n: usize) -> Result<StopStart> {
+    let (mut stops, mut starts, mut totals) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sample_load();
+        let t0 = Instant::now();
+        let stopped = meta.call("stop_mcp_server", json!({"job_name": job})).await?;
+        let stop = ms_since(t0);
+        if stopped["phase"] != "Stopped" {
+            bail!("stop_mcp_server answered {stopped}");
+        }
+        let t1 = Instant::now();
+        let started = meta.call("start_mcp_server", json!({"job_name": job, "wait_for_ready": true})).await?;
+        starts.push(ms_since(t1));
+        if started["phase"] != "Ready" {
+            bail!("start_mcp_server answered {started}");
+        }
+        stops.push(stop);
+        totals.push(ms_since(t0));
+    }
+    Ok(StopStart { stop: Spread::of(&stops), start: Spread::of(&starts), total: Spread::of(&totals) })
+}
+
+/// On one `time` server, with `cache` as UV_CACHE_DIR (the warm cache of [`create_figures`];
+/// the untimed create also fills it): `n` wakes, each 3 s after the last session (as an idle
+/// server would be: the spare that session left has started) a `stop_mcp_server` and then a
+/// new session + first call on its URL (the request starts it); `n` of the same on the Ready
+/// server, 3 s apart so that its spare is ready; then, 3 s later, `n` stop/start round trips.
+pub async fn lifecycle(bin: &Path, tools: &Tools, n: usize, cache: &Path) -> Result<Lifecycle> {
+    std::fs::create_dir_all(cache)?;
+    let meta = Meta::start(bin, tools, &[], &[("UV_CACHE_DIR", cache)], "serve-lifecycle.log").await?;
+    let result = async {
+        let server = meta.call("create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await?;
+        let job = server["job_name"].as_str().context("job_name")?.to_string();
+        let url = server["urls"]["mcp"].as_str().context("urls.mcp")?.to_string();
+        session_and_call(&url).await.context("the Ready server")?;
+        let mut wakes = Vec::new();
+        for _ in 0..n {
+            // A stop while a spare is still starting waits for its SIGTERM (0.8 s), and the
+            // start after it was slower; an idle server's spare is long up.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let stopped = meta.call("stop_mcp_server", json!({"job_name": job})).await?;
+            if stopped["phase"] != "Stopped" {
+                bail!("stop_mcp_server answered {stopped}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            sample_load();
+            wakes.push(session_and_call(&url).await.context("wake on request")?);
+            let status = meta.call("get_mcp_server_status", json!({"job_name": job})).await?;
+            if status["phase"] != "Ready" {
+                bail!("after the wake: {status}");
+            }
+        }
+        let mut ready = Vec::new();
+        for _ in 0..n {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            sample_load();
+            ready.push(session_and_call(&url).await.context("the Ready server")?);
+        }
+        // The last session took the spare and a new one is starting: let it finish, so that
+        // the first stop finds the server as the others do.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let stop_start = stop_start(&meta, &job, n).await?;
+        meta.call("delete_mcp_server", json!({"job_name": job, "wait_for_deletion": true})).await?;
+        Ok(Lifecycle { wake: Spread::of(&wakes), ready: Spread::of(&ready), stop_start })
+    }
+    .await;
+    meta.stop().await;
+    result
 }

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 
 use crate::{
     gateway::{ColdStart, GatewayFigures, Route},
-    measure::{Calls, Connect},
-    meta::{Create, CreateFigures, Idle, Outcome, Start},
+    measure::{Calls, Connect, Spread},
+    meta::{Create, CreateFigures, Idle, Lifecycle, Outcome, Start, StopStart},
 };
 
 pub const BEGIN: &str = "<!-- suite results: begin (written by `cargo bench --bench suite`) -->";
@@ -52,6 +52,8 @@ pub struct MetaResults {
     pub start: Outcome<Start>,
     pub idle: Outcome<Idle>,
     pub creates: CreateFigures,
+    /// Wake on request and the stop/start round trip, local runtime.
+    pub lifecycle: Outcome<Lifecycle>,
     pub list: Outcome<ListFigure>,
 }
 
@@ -73,6 +75,7 @@ pub struct KubeResults {
     pub gateway: Outcome<GatewayFigures>,
     pub cold: Outcome<ColdStart>,
     pub pool: Outcome<Create>,
+    pub stop_start: Outcome<StopStart>,
 }
 
 /// CPU model, cores, kernel, date, git commit.
@@ -272,6 +275,7 @@ impl Report {
                 other => (outcome_text(other), None),
             };
             goals.push(("warm-pool create→ready < 50 ms".into(), fig, ok));
+            goals.extend(lifecycle_goals(m));
         }
         if let Some(k) = &self.kube {
             goals.extend(kube_goals(k));
@@ -472,11 +476,87 @@ fn render_meta(md: &mut String, m: &MetaResults) {
     let _ = writeln!(md, "| create→ready, `time` preset, warm uv cache | {} |", create_text(&c.warm));
     let _ =
         writeln!(md, "| create→ready, `time` preset, warm pool (`--warm-pool time=2`) | {} |", create_text(&c.pool));
+    match &m.lifecycle {
+        Outcome::Done(l) => {
+            let _ = writeln!(
+                md,
+                "| wake on request, `time` preset, warm uv cache: new session + first `get_current_time` on a Stopped \
+                 server's `urls.mcp` | {} |",
+                spread_text(&l.wake)
+            );
+            let _ = writeln!(md, "| the same on the Ready server (its spare ready) | {} |", spread_text(&l.ready));
+            let _ = writeln!(
+                md,
+                "| stop/start round trip: `stop_mcp_server`, then `start_mcp_server` with `wait_for_ready` | {} |",
+                stop_start_text(&l.stop_start)
+            );
+        }
+        other => {
+            let _ = writeln!(md, "| wake on request and stop/start round trip | {} |", outcome_text(other));
+        }
+    }
     let list = match &m.list {
         Outcome::Done(l) => format!("{} ms median (n={}) for {} servers", ms_f(l.median_ms), l.n, l.servers),
         other => outcome_text(other),
     };
     let _ = writeln!(md, "| `list_mcp_servers`, 200 servers, `--runtime kubernetes` (fake API server) | {list} |");
+}
+
+/// "X ms median (p90 …, min …, max …, n=…)".
+fn spread_text(s: &Spread) -> String {
+    format!(
+        "{} ms median (p90 {}, min {}, max {}, n={})",
+        ms_f(s.median_ms),
+        ms_f(s.p90_ms),
+        ms_f(s.min_ms),
+        ms_f(s.max_ms),
+        s.n
+    )
+}
+
+fn stop_start_text(s: &StopStart) -> String {
+    format!(
+        "{}; of which stop {} ms median (p90 {}), start → Ready {} ms median (p90 {})",
+        spread_text(&s.total),
+        ms_f(s.stop.median_ms),
+        ms_f(s.stop.p90_ms),
+        ms_f(s.start.median_ms),
+        ms_f(s.start.p90_ms)
+    )
+}
+
+/// A wake costs a start and a session, no more: the first answer within 200 ms of a warm
+/// create→ready; a start is no slower than a create (10% margin).
+fn lifecycle_goals(m: &MetaResults) -> Vec<(String, String, Option<bool>)> {
+    let create = match &m.creates.warm {
+        Outcome::Done(c) => Some(c.median_ms),
+        _ => None,
+    };
+    let (wake, start) = match &m.lifecycle {
+        Outcome::Done(l) => (Ok(l.wake.median_ms), Ok(l.stop_start.start.median_ms)),
+        other => (Err(outcome_text(other)), Err(outcome_text(other))),
+    };
+    let against = |fig: &Result<f64, String>, limit: &dyn Fn(f64) -> f64| match (fig, create) {
+        (Ok(f), Some(c)) => {
+            (format!("{} ms against {} ms (create→ready, warm uv cache)", ms_f(*f), ms_f(c)), Some(*f <= limit(c)))
+        }
+        (Ok(f), None) => (format!("{} ms; no warm create→ready figure to compare", ms_f(*f)), None),
+        (Err(e), _) => (e.clone(), None),
+    };
+    let (wake_fig, wake_ok) = against(&wake, &|c| c + 200.0);
+    let (start_fig, start_ok) = against(&start, &|c| c * 1.1);
+    vec![
+        (
+            "wake on request (local): first answer ≤ create→ready (warm uv cache) + 200 ms, medians".into(),
+            wake_fig,
+            wake_ok,
+        ),
+        (
+            "`start_mcp_server(wait_for_ready)` (local) ≤ 110% of create→ready (warm uv cache), medians".into(),
+            start_fig,
+            start_ok,
+        ),
+    ]
 }
 
 /// Replace the results section of `readme` (between the markers) with `md`.
@@ -525,6 +605,21 @@ fn kube_goals(k: &KubeResults) -> Vec<(String, String, Option<bool>)> {
         other => (outcome_text(other), None),
     };
     goals.push(("warm-pool hand-out on Kubernetes (fake) ≤ 50 ms".into(), fig, ok));
+    let (fig, ok) = match (&k.stop_start, &k.cold) {
+        (Outcome::Done(s), Outcome::Done(c)) => (
+            format!("{} ms against {} ms (cold create)", ms_f(s.start.median_ms), ms_f(c.total_ms)),
+            Some(s.start.median_ms <= 1.1 * c.total_ms),
+        ),
+        (Outcome::Done(s), other) => {
+            (format!("{} ms; cold create {}", ms_f(s.start.median_ms), outcome_text(other)), None)
+        }
+        (other, _) => (outcome_text(other), None),
+    };
+    goals.push((
+        "`start_mcp_server(wait_for_ready)` on Kubernetes (fake) ≤ 110% of a cold create→ready, medians".into(),
+        fig,
+        ok,
+    ));
     goals
 }
 
@@ -600,5 +695,15 @@ fn render_kube(md: &mut String, k: &KubeResults) {
             let _ = writeln!(md, "\ncold create steps: {}", outcome_text(other));
         }
     }
-    let _ = writeln!(md, "\n| warm-pool hand-out (`--warm-pool time=2`) | {} |\n|---|---|", create_text(&k.pool));
+    let _ = writeln!(md, "\n| what | figure |\n|---|---|");
+    let _ = writeln!(md, "| warm-pool hand-out (`--warm-pool time=2`) | {} |", create_text(&k.pool));
+    let stop_start = match &k.stop_start {
+        Outcome::Done(s) => stop_start_text(s),
+        other => outcome_text(other),
+    };
+    let _ = writeln!(
+        md,
+        "| stop/start round trip, modelled kubelet: `stop_mcp_server` (the Job suspended, answered once its pod \
+         is gone), then `start_mcp_server` with `wait_for_ready` (resumed, a new pod) | {stop_start} |"
+    );
 }

@@ -72,6 +72,14 @@ impl Bridge {
         let table = SessionTable::start(engine.opener(), limits, &tasks);
         engine.start();
         activity.touch();
+        // A server cannot be idle before it could be used: its idle time starts when it is
+        // Ready (a start slower than the idle timeout must not end in an immediate stop).
+        let (mut readiness, ready_at) = (engine.subscribe(), activity.clone());
+        tasks.spawn_until_cancelled(async move {
+            if readiness.wait_for(|r| matches!(r, Readiness::Ready(_))).await.is_ok() {
+                ready_at.touch();
+            }
+        });
         Bridge { engine, table, activity }
     }
 

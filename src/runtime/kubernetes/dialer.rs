@@ -58,6 +58,6 @@ impl Dialer for PodDialer {
     }
 
     fn has_pod(&self, job: &str) -> bool {
-        self.directory.cached(job).is_some_and(|p| pods::is_running(&p))
+        self.directory.has_running(job)
     }
 }

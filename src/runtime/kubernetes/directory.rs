@@ -53,6 +53,16 @@ impl PodDirectory {
         pods::pod_of_job(self.store.state_filter(of_job).into_iter().map(Arc::unwrap_or_clone).collect())
     }
 
+    /// Whether the watch has a running pod of `job` (no copy of it is made: the gateway asks
+    /// this for every request).
+    pub(crate) fn has_running(&self, job: &str) -> bool {
+        if self.store.wait_until_ready().now_or_never().is_none() {
+            return false;
+        }
+        let of_job = |p: &Pod| p.labels().get(LABEL_INSTANCE).map(String::as_str) == Some(job);
+        self.store.find(|p| of_job(p) && pods::is_running(p)).is_some()
+    }
+
     /// The running pod of `job`: from the watch when it has one, else from the API.
     pub(crate) async fn running(&self, job: &str) -> Result<Option<Pod>, retry::ApiError> {
         match self.cached(job).filter(pods::is_running) {
