@@ -87,6 +87,11 @@ pub struct ServeArgs {
     /// Extra Host names HTTP clients may use (the listen address and loopback are always allowed).
     #[arg(long = "allowed-host")]
     pub allowed_hosts: Vec<String>,
+    /// Pass the meta server's variable NAME on to local servers (repeatable). They get only
+    /// PATH, HOME, USER, the locale, TMPDIR, TZ, proxy and CA settings, XDG_*, UV_* and
+    /// npm_config_* otherwise (plus the preset's and request's env).
+    #[arg(long = "pass-env", value_name = "NAME")]
+    pub pass_env: Vec<String>,
     /// Keep N servers of PRESET started ahead, so create_mcp_server hands one out at once
     /// (repeatable; also `warm_pool = N` in a preset file).
     #[arg(long = "warm-pool", value_name = "PRESET=N", value_parser = parse_pool)]

@@ -118,7 +118,8 @@ impl ServeArgs {
         };
         let runtime = match self.runtime {
             RuntimeKind::Local => {
-                RuntimeConfig::Local(LocalConfig { init_timeout: self.ready_timeout, ..Default::default() })
+                let pass_env = self.pass_env.clone();
+                RuntimeConfig::Local(LocalConfig { init_timeout: self.ready_timeout, pass_env, ..Default::default() })
             }
             RuntimeKind::Kubernetes => RuntimeConfig::Kubernetes(self.kube_config()),
         };
@@ -158,6 +159,13 @@ impl ServeArgs {
         if self.default_idle_timeout.is_some_and(|d| d > self.max_ttl) {
             problems.push("--default-idle-timeout must be at most --max-ttl".into());
         }
+        for name in &self.pass_env {
+            if crate::spec::check_env("--pass-env", &BTreeMap::from([(name.clone(), String::new())])).is_err() {
+                problems.push(format!("--pass-env `{name}` is not an environment variable name"));
+            } else if name == "MCP_EPHEMERAL_TOKEN" {
+                problems.push("--pass-env MCP_EPHEMERAL_TOKEN: the meta server's token never reaches a server".into());
+            }
+        }
         if self.max_servers == 0 {
             problems.push("--max-servers must be at least 1".into());
         }
@@ -188,7 +196,7 @@ impl ServeArgs {
 impl BridgeArgs {
     /// The standalone bridge's configuration.
     pub(crate) fn into_config(self) -> BridgeRun {
-        let mut bridge = BridgeConfig::new(ChildCommand { argv: self.command, env: Vec::new() });
+        let mut bridge = BridgeConfig::new(ChildCommand::new(self.command, Vec::new()));
         bridge.init_timeout = self.init_timeout;
         bridge.spares = self.spares;
         bridge.limits = SessionLimits { max_sessions: self.max_sessions, idle_timeout: self.session_idle_timeout };

@@ -9,6 +9,7 @@
 //! `mcp-ephemeral bridge` command (a container's entrypoint) and inside the local runtime.
 
 mod activity;
+pub mod catalog;
 pub(crate) mod engine;
 pub mod http;
 mod status;
@@ -19,7 +20,7 @@ use axum::{Router, http::StatusCode, response::IntoResponse, routing::get};
 use tokio::sync::watch;
 
 pub use activity::Activity;
-pub use engine::{ChildCommand, ExitInfo, Failure, FailureReason, ProbeReport, Readiness};
+pub use engine::{ChildCommand, ExitInfo, Failure, FailureReason, Inherit, ProbeReport, Readiness};
 pub use status::BridgeStatus;
 
 use engine::{Engine, EngineConfig, logs::LogRing};
@@ -114,7 +115,8 @@ impl Bridge {
     }
 
     /// `/mcp`, `/sse`, `/messages` (their traffic is [activity](Activity)), `/healthz`,
-    /// `/readyz`, `/status`.
+    /// `/readyz`, `/status`, `/catalog` (the server's tools with their schemas, prompts and
+    /// resources, once Ready).
     pub fn router(&self) -> Router {
         let engine = self.engine.clone();
         let (status_engine, table, status_activity) = (self.engine.clone(), self.table.clone(), self.activity.clone());
@@ -122,7 +124,20 @@ impl Bridge {
         let mcp = http::streamable_routes(self.table.clone())
             .merge(http::sse_routes(self.table.clone()))
             .layer(axum::middleware::from_fn(move |req, next| activity::track(activity.clone(), req, next)));
+        let catalog_engine = self.engine.clone();
         Router::new()
+            .route(
+                "/catalog",
+                get(move || {
+                    let readiness = catalog_engine.readiness();
+                    async move {
+                        match readiness {
+                            Readiness::Ready(report) => axum::Json(report.catalog).into_response(),
+                            _ => (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response(),
+                        }
+                    }
+                }),
+            )
             .route(
                 "/status",
                 get(move || {

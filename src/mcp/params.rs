@@ -86,6 +86,14 @@ pub struct ServerList {
     pub mounts: Vec<MountInfo>,
 }
 
+/// What `list_mcp_server_tools` answers.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ServerTools {
+    pub job_name: String,
+    #[serde(flatten)]
+    pub catalog: crate::bridge::catalog::Catalog,
+}
+
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct VersionInfo {
     pub name: String,
@@ -197,5 +205,19 @@ impl Summary for MountInfo {
 impl Summary for Unmounted {
     fn summary(&self) -> String {
         format!("mount `{}` removed ({} tools)", self.name, self.tools_removed.len())
+    }
+}
+
+impl Summary for ServerTools {
+    fn summary(&self) -> String {
+        let c = &self.catalog;
+        let mut s = format!("{} offers {} tools: {}", self.job_name, c.tools.len(), c.tool_names().join(", "));
+        if !c.prompts.is_empty() {
+            s.push_str(&format!("; {} prompts", c.prompts.len()));
+        }
+        if !c.resources.is_empty() {
+            s.push_str(&format!("; {} resources", c.resources.len()));
+        }
+        s
     }
 }

@@ -183,6 +183,18 @@ impl MetaServer {
     }
 
     #[tool(
+        description = "The tools of a Ready MCP server as it describes them (name, description, inputSchema, and outputSchema/annotations when given), plus the names of its prompts and resources.",
+        annotations(read_only_hint = true)
+    )]
+    async fn list_mcp_server_tools(
+        &self,
+        Parameters(args): Parameters<JobArgs>,
+    ) -> Result<Json<ServerTools>, ToolError> {
+        let catalog = self.state.servers.catalog(&args.job_name).await?;
+        Ok(Json(ServerTools { job_name: args.job_name, catalog }))
+    }
+
+    #[tool(
         description = "Stop an MCP server: nothing runs, but it keeps its name, URLs, labels and TTL (phase Stopped, reason StoppedByRequest). start_mcp_server, or the next request to its URL, starts it again. Stopping a stopped server succeeds.",
         annotations(idempotent_hint = true)
     )]

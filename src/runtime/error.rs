@@ -17,6 +17,10 @@ pub(crate) enum RuntimeError {
     Failed { name: String, reason: Reason, message: String },
     #[error("server `{name}` is not ready after {}s (phase {phase:?}); check get_mcp_server_status and get_mcp_server_logs, or wait longer", waited.as_secs())]
     NotReadyInTime { name: String, waited: Duration, phase: Phase },
+    #[error(
+        "server `{name}` is {phase:?}, not Ready; start_mcp_server starts a Stopped one, get_mcp_server_status tells when a starting one is up"
+    )]
+    NotReady { name: String, phase: Phase },
     #[error("{0}")]
     Unsupported(String),
     #[error("Kubernetes API error while {action}: {}", source.detail())]

@@ -26,7 +26,10 @@ use super::{
     wake::{self, WakeError, Waker},
 };
 use crate::{
-    bridge::{Activity, Bridge, BridgeConfig, BridgeStatus, ChildCommand, Readiness, engine::logs::LogRing},
+    bridge::{
+        Activity, Bridge, BridgeConfig, BridgeStatus, ChildCommand, Inherit, Readiness, catalog::Catalog,
+        engine::logs::LogRing,
+    },
     http::Guard,
     spec::{LabelSelector, ServerSpec, Source, SpecError},
     tasks::Tasks,
@@ -39,11 +42,14 @@ pub(crate) struct LocalConfig {
     pub(crate) init_timeout: Duration,
     /// Children kept started ahead of sessions, per server.
     pub(crate) spares: usize,
+    /// The meta server's variables passed on to children besides the kept ones
+    /// (`--pass-env`).
+    pub(crate) pass_env: Vec<String>,
 }
 
 impl Default for LocalConfig {
     fn default() -> Self {
-        LocalConfig { init_timeout: Duration::from_secs(120), spares: 1 }
+        LocalConfig { init_timeout: Duration::from_secs(120), spares: 1, pass_env: Vec::new() }
     }
 }
 
@@ -186,7 +192,8 @@ impl LocalRuntime {
         let addr = listener.local_addr().map_err(io_error)?;
         let launch = &spec.launch;
         let env = launch.env.iter().chain(&launch.secret_env).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut bridge_cfg = BridgeConfig::new(ChildCommand { argv, env });
+        let inherit = Inherit::Minimal { pass: self.cfg.pass_env.clone() };
+        let mut bridge_cfg = BridgeConfig::new(ChildCommand { argv, env, inherit });
         bridge_cfg.init_timeout = self.cfg.init_timeout;
         bridge_cfg.spares = self.cfg.spares;
         tracing::info!(server = %name, %addr, command = ?spec.launch.command_line(), "server started");
@@ -285,12 +292,7 @@ impl LocalRuntime {
     ) -> Result<ServerInfo, RuntimeError> {
         let server = self.get(name)?;
         let Some(bridge) = server.bridge() else {
-            let info = info(&server);
-            return Err(RuntimeError::NotReadyInTime {
-                name: name.to_string(),
-                waited: Duration::ZERO,
-                phase: info.phase,
-            });
+            return Err(RuntimeError::NotReady { name: name.to_string(), phase: Phase::Stopped });
         };
         let report = |step, message: &str| {
             if let Some(p) = &progress {
@@ -383,6 +385,15 @@ impl LocalRuntime {
             Run::Up { bridge, .. } => bridge.logs().tail(tail),
             Run::Stopped { logs, .. } => logs.tail(tail),
         })
+    }
+
+    /// What Ready server `name` offers: its tools with their schemas, prompts and resources.
+    pub(super) fn catalog(&self, name: &str) -> Result<Catalog, RuntimeError> {
+        let server = self.get(name)?;
+        match server.bridge().map(|b| b.readiness()) {
+            Some(Readiness::Ready(report)) => Ok(report.catalog),
+            _ => Err(RuntimeError::NotReady { name: name.to_string(), phase: info(&server).phase }),
+        }
     }
 
     /// Stop `name`'s processes; its listener stays (a request to it wakes the server). A

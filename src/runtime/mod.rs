@@ -183,6 +183,14 @@ impl Runtime {
         }
     }
 
+    /// What Ready server `name` offers: its tools with their schemas, its prompts and resources.
+    pub(crate) async fn catalog(&self, name: &str) -> Result<crate::bridge::catalog::Catalog, RuntimeError> {
+        match self {
+            Runtime::Local(r) => r.catalog(name),
+            Runtime::Kubernetes(r) => r.catalog(name).await,
+        }
+    }
+
     /// The last `tail` lines of the server's output.
     pub(crate) async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>, RuntimeError> {
         match self {

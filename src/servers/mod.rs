@@ -230,6 +230,11 @@ impl Servers {
         Ok(self.runtime.list(selector).await?)
     }
 
+    /// The tools (with their schemas), prompts and resources of Ready server `name`.
+    pub(crate) async fn catalog(&self, name: &str) -> Result<crate::bridge::catalog::Catalog, ServersError> {
+        Ok(self.runtime.catalog(name).await?)
+    }
+
     pub(crate) async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>, ServersError> {
         Ok(self.runtime.logs(name, tail).await?)
     }

@@ -11,8 +11,12 @@ mod support;
 mod bad_input;
 /// The bridge command: isolation between sessions, readiness, failures.
 mod bridge;
+/// A local server's environment: the kept variables, --pass-env and its own, nothing else.
+mod child_env;
 /// deploy/kubernetes/: exactly the RBAC the runtime uses, a locked-down pod, kubectl accepts it.
 mod deploy;
+/// list_mcp_server_tools: schemas, prompts and resources, on both runtimes.
+mod discovery;
 /// The fake Kubernetes API server in tests/support/fake_kube, checked with the real kube client.
 mod fake_kube_selftest;
 /// Misbehaving servers (exit mid-call, stdout garbage, no initialize, stderr flood, SIGTERM

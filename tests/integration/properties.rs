@@ -72,7 +72,7 @@ fn live() -> &'static Live {
             .build()
             .unwrap();
         let (bridge, base) = rt.block_on(async {
-            let command = ChildCommand { argv: vec!["python3".into(), FIXTURE.into(), "ok".into()], env: Vec::new() };
+            let command = ChildCommand::new(vec!["python3".into(), FIXTURE.into(), "ok".into()], Vec::new());
             let mut cfg = BridgeConfig::new(command);
             cfg.init_timeout = Duration::from_secs(20);
             let bridge = Bridge::start(cfg, &Tasks::new());

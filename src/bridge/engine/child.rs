@@ -17,7 +17,10 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::logs::LogRing;
+use super::{
+    environment::{self, Inherit},
+    logs::LogRing,
+};
 use crate::{
     bridge::http::{EndReason, Upstream},
     tasks::Tasks,
@@ -36,11 +39,20 @@ const MAX_PREVIEW: usize = 8192;
 const EOF_GRACE: Duration = Duration::from_millis(800);
 const TERM_GRACE: Duration = Duration::from_millis(1500);
 
-/// What to run: the argv and the environment added to the meta server's own.
+/// What to run: the argv, what it inherits of this process's environment, and the environment
+/// added on top.
 #[derive(Debug, Clone)]
 pub struct ChildCommand {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
+    pub inherit: Inherit,
+}
+
+impl ChildCommand {
+    /// `argv` with `env` on top of this process's whole environment ([`Inherit::All`]).
+    pub fn new(argv: Vec<String>, env: Vec<(String, String)>) -> ChildCommand {
+        ChildCommand { argv, env, inherit: Inherit::All }
+    }
 }
 
 /// How a child ended.
@@ -116,10 +128,13 @@ impl Child {
     ) -> Result<Child, SpawnError> {
         let (program, args) = cmd.argv.split_first().ok_or(SpawnError::Empty)?;
         let mut command = Command::new(program);
+        if let Inherit::Minimal { pass } = &cmd.inherit {
+            command.env_clear().envs(environment::minimal(std::env::vars_os(), pass));
+        }
         command
             .args(args)
             // The meta server's own secret is not the child's business.
-            .env_remove("MCP_EPHEMERAL_TOKEN")
+            .env_remove(environment::NEVER)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -3,6 +3,7 @@
 //! session (as its [`SessionOpener`]) and must not know about routes, streams or HTTP.
 
 mod child;
+mod environment;
 pub(crate) mod logs;
 mod probe;
 
@@ -18,6 +19,7 @@ use std::{
 use tokio::sync::watch;
 
 pub use child::{ChildCommand, ExitInfo};
+pub use environment::Inherit;
 pub use probe::{Failure, FailureReason, ProbeReport, Readiness};
 
 use crate::{

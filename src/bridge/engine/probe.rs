@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::bridge::catalog::{Catalog, ToolSpec};
+
 use super::{
     child::{Child, ExitInfo, SpawnError},
     logs::LogRing,
@@ -28,7 +30,10 @@ pub struct ProbeReport {
     pub server_name: Option<String>,
     pub server_version: Option<String>,
     pub protocol_version: Option<String>,
+    /// Tool names (as in `catalog`).
     pub tools: Vec<String>,
+    /// Its tools with their schemas, its prompts and resources.
+    pub catalog: Catalog,
     pub ready_after: Duration,
 }
 
@@ -160,23 +165,62 @@ async fn handshake(child: &mut Child) -> Result<ProbeReport, HandshakeError> {
         server_version: info["version"].as_str().map(str::to_owned),
         protocol_version: result["protocolVersion"].as_str().map(str::to_owned),
         tools: Vec::new(),
+        catalog: Catalog::default(),
         ready_after: Duration::ZERO,
     };
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     if !child.send(Bytes::from(initialized.to_string())).await {
         return Err(HandshakeError::Closed);
     }
-    if result["capabilities"].get("tools").is_some() {
-        let list = json!({"jsonrpc": "2.0", "id": "probe-tools", "method": "tools/list"});
-        // A server that answers initialize but fails tools/list is still up; report no tools.
-        if let Ok(tools) = request(child, list).await {
-            report.tools = tools["tools"]
-                .as_array()
-                .map(|ts| ts.iter().filter_map(|t| t["name"].as_str().map(str::to_owned)).collect())
-                .unwrap_or_default();
-        }
+    // A server that answers initialize but fails a list is still up; that list stays empty.
+    let offers = |what: &str| result["capabilities"].get(what).is_some();
+    if offers("tools") {
+        report.catalog.tools =
+            list_all(child, "tools/list", "tools").await.iter().filter_map(ToolSpec::from_listed).collect();
+        report.tools = report.catalog.tool_names();
+    }
+    if offers("prompts") {
+        let prompts = list_all(child, "prompts/list", "prompts").await;
+        report.catalog.prompts = prompts.iter().filter_map(|p| p["name"].as_str().map(str::to_owned)).collect();
+    }
+    if offers("resources") {
+        let resources = list_all(child, "resources/list", "resources").await;
+        let templates = list_all(child, "resources/templates/list", "resourceTemplates").await;
+        report.catalog.resources = resources
+            .iter()
+            .filter_map(|r| r["uri"].as_str())
+            .chain(templates.iter().filter_map(|t| t["uriTemplate"].as_str()))
+            .map(str::to_owned)
+            .collect();
     }
     Ok(report)
+}
+
+/// The most pages of one list the probe reads.
+const MAX_PAGES: usize = 20;
+/// How long the probe waits for one page of a list.
+const LIST_WAIT: Duration = Duration::from_secs(5);
+
+/// Every item of a paginated list (`method` answers `{key: [...], nextCursor}`); what was read
+/// before an error.
+async fn list_all(child: &mut Child, method: &str, key: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 0..MAX_PAGES {
+        let params = match &cursor {
+            Some(c) => json!({"cursor": c}),
+            None => json!({}),
+        };
+        let msg = json!({"jsonrpc": "2.0", "id": format!("probe-{method}-{page}"), "method": method, "params": params});
+        // A list that does not come is left out rather than failing the server's readiness.
+        let Ok(Ok(result)) = tokio::time::timeout(LIST_WAIT, request(child, msg)).await else { break };
+        items.extend(result[key].as_array().into_iter().flatten().cloned());
+        cursor = result["nextCursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    items
 }
 
 /// Send one request and wait for its response, skipping notifications and answering nothing else.

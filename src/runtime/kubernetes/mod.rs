@@ -490,6 +490,28 @@ impl KubernetesRuntime {
         Ok(self.info(&job, Some(&pod)))
     }
 
+    /// What Ready server `name` offers, from its bridge's `/catalog` through the pool.
+    pub(crate) async fn catalog(&self, name: &str) -> Result<crate::bridge::catalog::Catalog, RuntimeError> {
+        const CATALOG_WAIT: Duration = Duration::from_secs(5);
+        let info = self.status(name).await?;
+        if info.phase != Phase::Ready {
+            return Err(RuntimeError::NotReady { name: name.to_string(), phase: info.phase });
+        }
+        if !self.can_confirm(&self.get_job(name).await?) {
+            return Err(RuntimeError::Unsupported(format!(
+                "server `{name}` is an image that serves MCP itself (image_transport \"http\"), without the bridge that reads its tools; connect to its URL and call tools/list"
+            )));
+        }
+        let unreadable = |why: String| RuntimeError::Unsupported(format!("cannot read the tools of `{name}`: {why}"));
+        match self.pool.get(name, "/catalog", CATALOG_WAIT).await {
+            Ok((hyper::StatusCode::OK, body)) => serde_json::from_slice(&body).map_err(|e| unreadable(e.to_string())),
+            Ok((code, body)) => {
+                Err(unreadable(format!("its bridge answered {code}: {}", String::from_utf8_lossy(&body))))
+            }
+            Err(e) => Err(unreadable(e.to_string())),
+        }
+    }
+
     /// Suspend the Job (the Job controller deletes its pod); the Service, the Secret and the
     /// Job stay. The bridge's last activity is kept on the Job, since the bridge goes.
     pub(crate) async fn stop(&self, name: &str, reason: StopReason) -> Result<ServerInfo, RuntimeError> {
