@@ -86,6 +86,26 @@ pub struct ServerList {
     pub mounts: Vec<MountInfo>,
 }
 
+/// What `discover_mcp_server_tools` answers.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Discovered {
+    #[serde(flatten)]
+    pub catalog: crate::bridge::catalog::Catalog,
+    /// From the call to the answer: start, ready, read, deleted.
+    pub took_ms: u64,
+}
+
+impl Summary for Discovered {
+    fn summary(&self) -> String {
+        format!(
+            "{} tools ({}), in {} ms; the server is deleted",
+            self.catalog.tools.len(),
+            self.catalog.tool_names().join(", "),
+            self.took_ms
+        )
+    }
+}
+
 /// What `list_mcp_server_tools` answers.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ServerTools {

@@ -195,6 +195,25 @@ impl MetaServer {
     }
 
     #[tool(
+        description = "Start a throwaway MCP server from create_mcp_server's parameters, wait until it is ready, return its tools (with their schemas), prompts and resources and how long it took, and delete it. Nothing is left behind, whether it succeeds, fails or times out."
+    )]
+    async fn discover_mcp_server_tools(
+        &self,
+        Parameters(req): Parameters<CreateRequest>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<Discovered>, ToolError> {
+        let progress = progress_reporter(&ctx, &self.state.tasks);
+        let discovered = self.state.servers.discover(req, progress);
+        tokio::select! {
+            r = discovered => {
+                let (catalog, took) = r?;
+                Ok(Json(Discovered { catalog, took_ms: took.as_millis() as u64 }))
+            }
+            _ = ctx.ct.cancelled() => Err(ToolError::Cancelled),
+        }
+    }
+
+    #[tool(
         description = "Stop an MCP server: nothing runs, but it keeps its name, URLs, labels and TTL (phase Stopped, reason StoppedByRequest). start_mcp_server, or the next request to its URL, starts it again. Stopping a stopped server succeeds.",
         annotations(idempotent_hint = true)
     )]

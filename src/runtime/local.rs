@@ -328,7 +328,10 @@ impl LocalRuntime {
         let mut infos: Vec<ServerInfo> = servers
             .iter()
             .map(|s| info(s))
-            .filter(|i| !i.labels.contains_key(super::LABEL_POOL) && selector.matches(&i.labels))
+            .filter(|i| {
+                let hidden = [super::LABEL_POOL, super::LABEL_THROWAWAY].iter().any(|l| i.labels.contains_key(*l));
+                !hidden && selector.matches(&i.labels)
+            })
             .collect();
         infos.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.job_name.cmp(&b.job_name)));
         infos

@@ -36,6 +36,8 @@ pub const LABEL_PRESET: &str = "mcp-ephemeral.dev/preset";
 pub const MANAGED_BY: &str = "mcp-ephemeral";
 /// Set (to the preset) on warm-pool members until they are handed out; `list` leaves them out.
 pub const LABEL_POOL: &str = "mcp-ephemeral.dev/pool";
+/// Set on the throwaway servers of `discover_mcp_server_tools`; `list` leaves them out.
+pub const LABEL_THROWAWAY: &str = "mcp-ephemeral.dev/throwaway";
 
 /// Which runtime; serialized as `local` / `kubernetes` (get_version, logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema, clap::ValueEnum)]

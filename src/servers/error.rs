@@ -35,6 +35,9 @@ pub(crate) enum ServersError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// A discovery's throwaway server did not get as far as its tools (it is deleted).
+    #[error("the throwaway server `{name}` {why}; it has been deleted, nothing is left")]
+    Discovery { name: String, why: String },
     #[error("{quota}{}", waited_text(*.waited))]
     Quota { quota: QuotaKind, waited: Option<Duration> },
 }

@@ -68,6 +68,36 @@ pub(crate) struct Servers {
     tasks: Tasks,
 }
 
+/// A throwaway lives at most `--ready-timeout` and this much more.
+const THROWAWAY_SLACK: Duration = Duration::from_secs(60);
+
+/// A discovery's server: deleted when asked, or in the background when dropped first (the
+/// caller went away).
+struct Throwaway {
+    runtime: Runtime,
+    tasks: Tasks,
+    name: Option<String>,
+}
+
+impl Throwaway {
+    async fn delete(&mut self) {
+        if let Some(name) = self.name.take()
+            && let Err(e) = self.runtime.delete(&name, true).await
+        {
+            tracing::warn!(server = %name, error = %e, "could not delete a discovery's server");
+        }
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        if let Some(name) = self.name.take() {
+            let runtime = self.runtime.clone();
+            self.tasks.spawn(async move { runtime.delete(&name, true).await });
+        }
+    }
+}
+
 /// `wait_for_capacity_seconds`, checked.
 fn capacity_wait(secs: Option<u64>) -> Result<Duration, SpecError> {
     match secs {
@@ -228,6 +258,51 @@ impl Servers {
 
     pub(crate) async fn list(&self, selector: &LabelSelector) -> Result<Vec<ServerInfo>, ServersError> {
         Ok(self.runtime.list(selector).await?)
+    }
+
+    /// Start a throwaway server for `req`, read what it offers once it is Ready, and delete
+    /// it: on success, on failure, on timeout, and when the caller goes away (the delete then
+    /// runs on its own). A throwaway never shows in `list`, and its TTL is short, so even a
+    /// crash of this process leaves nothing for long.
+    pub(crate) async fn discover(
+        &self,
+        req: CreateRequest,
+        progress: Option<ProgressFn>,
+    ) -> Result<(crate::bridge::catalog::Catalog, Duration), ServersError> {
+        let began = Instant::now();
+        let capacity_wait = capacity_wait(req.wait_for_capacity_seconds)?;
+        let mut spec = resolve(req, &self.presets, &self.policy, self.runtime.capabilities())?;
+        let id = &mut spec.identity;
+        id.labels.insert(crate::runtime::LABEL_THROWAWAY.into(), "true".into());
+        id.idle_timeout = None;
+        id.ttl = id.ttl.min(self.policy.ready_timeout + THROWAWAY_SLACK);
+        id.expires_at = id.created_at + id.ttl;
+        let (name, preset) = (id.name.clone(), id.preset.clone());
+        let slot = self
+            .admission
+            .take(&self.runtime, Want::Create, &name, preset.as_deref(), capacity_wait, progress.as_ref())
+            .await?;
+        let info = self.runtime.create(spec).await?;
+        slot.settle(&info.job_name);
+        let mut throwaway =
+            Throwaway { runtime: self.runtime.clone(), tasks: self.tasks.clone(), name: Some(info.job_name) };
+        let name = throwaway.name.clone().unwrap_or_default();
+        let read = async {
+            self.runtime.wait_ready(&name, self.policy.ready_timeout, progress).await?;
+            self.runtime.catalog(&name).await
+        }
+        .await;
+        throwaway.delete().await;
+        self.admission.freed();
+        let why = match read {
+            Ok(catalog) => return Ok((catalog, began.elapsed())),
+            Err(RuntimeError::Failed { reason, message, .. }) => format!("failed ({reason}): {message}"),
+            Err(RuntimeError::NotReadyInTime { waited, phase, .. }) => {
+                format!("was not ready within {}s (--ready-timeout; it was {phase:?})", waited.as_secs())
+            }
+            Err(e) => e.to_string(),
+        };
+        Err(ServersError::Discovery { name, why })
     }
 
     /// The tools (with their schemas), prompts and resources of Ready server `name`.

@@ -396,7 +396,7 @@ impl KubernetesRuntime {
     pub(crate) async fn list(&self, selector: &LabelSelector) -> Result<Vec<ServerInfo>, RuntimeError> {
         let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
         // Warm-pool members are nobody's servers until handed out.
-        let user = [selector.to_query(), format!("!{LABEL_POOL}")].join(",");
+        let user = [selector.to_query(), format!("!{LABEL_POOL},!{}", super::LABEL_THROWAWAY)].join(",");
         let user = user.trim_start_matches(',');
         let labels = format!("{managed},{user}");
         let (jobs, pods) = (self.jobs(), self.pods());
