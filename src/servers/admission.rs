@@ -128,14 +128,14 @@ impl Admission {
                 .map_err(|quota| ServersError::Quota { quota, waited: None });
         }
         let key = preset.unwrap_or_default().to_string();
-        let _in_line = InLine::join(self, &key);
+        let in_line = InLine::join(self, &key);
         let mut told = false;
         loop {
             let freed = self.freed.notified();
             futures::pin_mut!(freed);
             freed.as_mut().enable();
             let out_of_time = began.elapsed() >= wait;
-            if _in_line.first() || out_of_time {
+            if in_line.first() || out_of_time {
                 match self.try_take(runtime, want, name, preset).await? {
                     Ok(slots) => return Ok(slots),
                     Err(quota) if out_of_time => {

@@ -5,11 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::{
-    fake_kube::{FakeConfig, Programs},
-    kubernetes::{cluster, kube_meta_with_env},
-    support::*,
-};
+use crate::{kubelet::process_cluster, kubernetes::kube_meta_with_env, support::*};
 
 fn tool<'a>(listed: &'a Value, name: &str) -> &'a Value {
     listed["tools"]
@@ -56,8 +52,7 @@ async fn local_servers_tools_come_with_their_schemas_prompts_and_resources() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_kubernetes_the_tools_come_from_the_bridge_through_the_gateway() {
     within(TEST_LIMIT, async {
-        let programs = Programs::new().program("mcp-ephemeral", BIN).program("/usr/local/bin/mcp-ephemeral", BIN);
-        let c = cluster(FakeConfig::new("mcp-test").processes(programs)).await;
+        let c = process_cluster().await;
         let meta = kube_meta_with_env(&c, &[], &[]).await.client;
         let time = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
         let listed = call_ok(&meta, "list_mcp_server_tools", json!({"job_name": time["job_name"]})).await;

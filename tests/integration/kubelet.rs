@@ -27,7 +27,8 @@ fn programs() -> Programs {
     Programs::new().program("mcp-ephemeral", BIN).program("/usr/local/bin/mcp-ephemeral", BIN)
 }
 
-async fn process_cluster() -> Cluster {
+/// The fake with its process kubelet, in namespace `mcp-test`.
+pub(crate) async fn process_cluster() -> Cluster {
     cluster(FakeConfig::new(NS).processes(programs())).await
 }
 

@@ -9,11 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use serde_json::{Value, json};
 
-use crate::{
-    fake_kube::{FakeConfig, FakeKube, Programs},
-    kubernetes::{Cluster, cluster, kube_meta_with_env},
-    support::*,
-};
+use crate::{fake_kube::FakeKube, kubelet::process_cluster, kubernetes::kube_meta_with_env, support::*};
 
 const NS: &str = "mcp-test";
 const LIMIT: Duration = Duration::from_secs(90);
@@ -141,12 +137,6 @@ async fn stop_and_start_are_idempotent_and_the_ttl_still_ends_a_stopped_server()
         assert!(ended, "the TTL ends a stopped server");
     })
     .await;
-}
-
-/// The fake with its process kubelet (the bridge is the binary under test).
-async fn process_cluster() -> Cluster {
-    let programs = Programs::new().program("mcp-ephemeral", BIN).program("/usr/local/bin/mcp-ephemeral", BIN);
-    cluster(FakeConfig::new(NS).processes(programs)).await
 }
 
 fn pods_of(fake: &FakeKube, job: &str) -> usize {

@@ -493,11 +493,12 @@ impl KubernetesRuntime {
     /// What Ready server `name` offers, from its bridge's `/catalog` through the pool.
     pub(crate) async fn catalog(&self, name: &str) -> Result<crate::bridge::catalog::Catalog, RuntimeError> {
         const CATALOG_WAIT: Duration = Duration::from_secs(5);
-        let info = self.status(name).await?;
-        if info.phase != Phase::Ready {
-            return Err(RuntimeError::NotReady { name: name.to_string(), phase: info.phase });
+        let job = self.get_job(name).await?;
+        let phase = self.info(&job, self.find_pod(name).await?.as_ref()).phase;
+        if phase != Phase::Ready {
+            return Err(RuntimeError::NotReady { name: name.to_string(), phase });
         }
-        if !self.can_confirm(&self.get_job(name).await?) {
+        if !self.can_confirm(&job) {
             return Err(RuntimeError::Unsupported(format!(
                 "server `{name}` is an image that serves MCP itself (image_transport \"http\"), without the bridge that reads its tools; connect to its URL and call tools/list"
             )));
