@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// Address for --transport http.
     #[arg(long, default_value = "127.0.0.1:8000", env = "MCP_EPHEMERAL_LISTEN")]
     pub listen: SocketAddr,
+    /// The base URL clients reach this meta server at (`https://mcp.example.com`), for the
+    /// servers' URLs through its gateway (`--transport http`); default: the listen address, with
+    /// 0.0.0.0 shown as 127.0.0.1.
+    #[arg(long, env = "MCP_EPHEMERAL_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Where servers run.
     #[arg(long, value_enum, default_value = "local", env = "MCP_EPHEMERAL_RUNTIME")]
     pub runtime: RuntimeKind,
@@ -84,6 +89,10 @@ pub struct ServeArgs {
     /// Serve HTTP on a non-loopback address without a token (only behind your own auth).
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// What the servers' own doors check: `token` puts a random capability token in every URL
+    /// handed out (other paths are 404); `none` lets whoever reaches a server's port use it.
+    #[arg(long, value_enum, default_value = "token")]
+    pub server_auth: ServerAuthArg,
     /// Extra Host names HTTP clients may use (the listen address and loopback are always allowed).
     #[arg(long = "allowed-host")]
     pub allowed_hosts: Vec<String>,
@@ -144,6 +153,28 @@ pub struct KubeArgs {
     /// How long a finished server's Job (and its logs) stays before Kubernetes deletes it.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub keep_finished: Duration,
+    /// Give each server a NetworkPolicy: only the meta server's pods (mcp-ephemeral.dev/role=meta)
+    /// and --client-selector pods may reach it, and `egress: "none"` holds. Needs a network plugin
+    /// that enforces NetworkPolicy.
+    #[arg(long, value_enum, default_value = "on", env = "MCP_EPHEMERAL_NETWORK_POLICY")]
+    pub network_policy: Switch,
+    /// The pods (in the servers' namespace) that may call servers besides the meta server's: a
+    /// label selector such as `team=a,agent` (`k=v`, `k!=v`, `k`, `!k`).
+    #[arg(long, env = "MCP_EPHEMERAL_CLIENT_SELECTOR",
+          default_value = crate::runtime::kubernetes::network_policy::DEFAULT_CLIENT_SELECTOR)]
+    pub client_selector: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServerAuthArg {
+    Token,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -175,6 +206,10 @@ pub struct BridgeArgs {
     /// Host names clients may use; default: any when listening on 0.0.0.0, else loopback only.
     #[arg(long = "allowed-host")]
     pub allowed_hosts: Vec<String>,
+    /// Serve MCP only under `/<token>/…`, the token read from this environment variable (which
+    /// the server's process does not inherit); `/healthz` and `/readyz` stay open.
+    #[arg(long, value_name = "NAME")]
+    pub token_env: Option<String>,
     /// The stdio MCP server: `-- CMD ARGS…`.
     #[arg(trailing_var_arg = true, required = true, num_args = 1.., value_name = "CMD")]
     pub command: Vec<String>,

@@ -5,12 +5,16 @@
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use crate::{
-    bridge::{BridgeConfig, ChildCommand, http::SessionLimits},
-    cli::{BridgeArgs, ImageTransportArg, ServeArgs, Transport},
-    http::Guard,
+    bridge::{BridgeConfig, ChildCommand, Inherit, http::SessionLimits},
+    cli::{BridgeArgs, ImageTransportArg, KubeArgs, ServeArgs, ServerAuthArg, Switch, Transport},
+    http::{Guard, capability::Capability},
     presets::Presets,
-    runtime::{RuntimeKind, kubernetes::manifests::JobSettings, local::LocalConfig},
-    servers::Policy,
+    runtime::{
+        RuntimeKind,
+        kubernetes::{manifests::JobSettings, network_policy::PolicySettings},
+        local::LocalConfig,
+    },
+    servers::{Policy, ServerAuth},
     spec::ImageTransport,
 };
 
@@ -23,8 +27,9 @@ pub struct ConfigError(pub Vec<String>);
 pub(crate) enum Front {
     /// One client on stdin/stdout.
     Stdio,
-    /// Streamable HTTP and SSE on `listen`, behind `guard`.
-    Http { listen: SocketAddr, guard: Guard },
+    /// Streamable HTTP and SSE on `listen`, behind `guard`; servers' URLs through the gateway
+    /// start with `public_url` when it is given.
+    Http { listen: SocketAddr, guard: Guard, public_url: Option<String> },
 }
 
 /// Where servers run, with that runtime's settings.
@@ -40,6 +45,8 @@ pub(crate) struct KubeConfig {
     pub(crate) jobs: JobSettings,
     /// Out of cluster: where the gateway listens, when not on the HTTP front door.
     pub(crate) gateway_listen: Option<SocketAddr>,
+    /// Each server's NetworkPolicy (`None`: `--network-policy off`).
+    pub(crate) network_policy: Option<PolicySettings>,
 }
 
 /// A checked `serve`.
@@ -57,6 +64,8 @@ pub(crate) struct BridgeRun {
     pub(crate) listen: SocketAddr,
     pub(crate) guard: Guard,
     pub(crate) bridge: BridgeConfig,
+    /// The capability token MCP requests must carry in their path (`--token-env`).
+    pub(crate) token: Option<Capability>,
     /// Keep serving when the server fails to start, instead of exiting 1.
     pub(crate) stay_on_failure: bool,
 }
@@ -103,13 +112,15 @@ impl ServeArgs {
                 problems.push(unknown("--max-active", name));
             }
         }
-        let (Some(presets), true) = (presets, problems.is_empty()) else {
+        let network = self.kube.network_policy().map_err(|e| problems.push(e));
+        let (Some(presets), true, Ok(network)) = (presets, problems.is_empty(), network) else {
             return Err(ConfigError(problems));
         };
         let front = match self.transport {
             Transport::Stdio => Front::Stdio,
             Transport::Http => Front::Http {
                 listen: self.listen,
+                public_url: self.public_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
                 guard: Guard {
                     allowed_hosts: allowed_hosts(self.listen, &self.allowed_hosts),
                     token: self.auth_token.clone().filter(|t| !t.is_empty()),
@@ -121,7 +132,7 @@ impl ServeArgs {
                 let pass_env = self.pass_env.clone();
                 RuntimeConfig::Local(LocalConfig { init_timeout: self.ready_timeout, pass_env, ..Default::default() })
             }
-            RuntimeKind::Kubernetes => RuntimeConfig::Kubernetes(self.kube_config()),
+            RuntimeKind::Kubernetes => RuntimeConfig::Kubernetes(self.kube_config(network)),
         };
         let policy = Policy {
             default_ttl: self.default_ttl,
@@ -130,6 +141,10 @@ impl ServeArgs {
             max_active,
             default_idle_timeout: self.default_idle_timeout.filter(|d| !d.is_zero()),
             ready_timeout: self.ready_timeout,
+            server_auth: match self.server_auth {
+                ServerAuthArg::Token => ServerAuth::Token,
+                ServerAuthArg::None => ServerAuth::None,
+            },
         };
         Ok(ServeConfig { front, runtime, presets, policy, pools })
     }
@@ -156,14 +171,19 @@ impl ServeArgs {
                 humantime::format_duration(self.max_ttl)
             ));
         }
+        if let Some(url) = &self.public_url
+            && (!(url.starts_with("http://") || url.starts_with("https://")) || url.contains(['?', '#', ' ']))
+        {
+            problems.push(format!("--public-url `{url}` must be an http:// or https:// URL without query or fragment"));
+        }
         if self.default_idle_timeout.is_some_and(|d| d > self.max_ttl) {
             problems.push("--default-idle-timeout must be at most --max-ttl".into());
         }
         for name in &self.pass_env {
-            if crate::spec::check_env("--pass-env", &BTreeMap::from([(name.clone(), String::new())])).is_err() {
+            if crate::bridge::NEVER_PASSED.contains(&name.as_str()) {
+                problems.push(format!("--pass-env {name}: a token of the meta server's never reaches a server"));
+            } else if crate::spec::check_env("--pass-env", &BTreeMap::from([(name.clone(), String::new())])).is_err() {
                 problems.push(format!("--pass-env `{name}` is not an environment variable name"));
-            } else if name == "MCP_EPHEMERAL_TOKEN" {
-                problems.push("--pass-env MCP_EPHEMERAL_TOKEN: the meta server's token never reaches a server".into());
             }
         }
         if self.max_servers == 0 {
@@ -172,7 +192,7 @@ impl ServeArgs {
         problems
     }
 
-    fn kube_config(&self) -> KubeConfig {
+    fn kube_config(&self, network_policy: Option<PolicySettings>) -> KubeConfig {
         let kube = &self.kube;
         let mut jobs = JobSettings::default();
         if let Some(image) = &kube.server_image {
@@ -189,21 +209,45 @@ impl ServeArgs {
             namespace: kube.namespace.clone(),
             jobs,
             gateway_listen: kube.gateway_listen,
+            network_policy,
         }
+    }
+}
+
+impl KubeArgs {
+    /// `--network-policy` and `--client-selector`, checked (also with the local runtime: a bad
+    /// flag is a mistake either way); `None` when off.
+    fn network_policy(&self) -> Result<Option<PolicySettings>, String> {
+        let settings = PolicySettings::new(&self.client_selector)?;
+        Ok((self.network_policy == Switch::On).then_some(settings))
     }
 }
 
 impl BridgeArgs {
     /// The standalone bridge's configuration.
-    pub(crate) fn into_config(self) -> BridgeRun {
-        let mut bridge = BridgeConfig::new(ChildCommand::new(self.command, Vec::new()));
+    pub(crate) fn into_config(self) -> Result<BridgeRun, ConfigError> {
+        let token = match &self.token_env {
+            None => None,
+            Some(name) => Some(token_from_env(name).map_err(|e| ConfigError(vec![e]))?),
+        };
+        let mut command = ChildCommand::new(self.command, Vec::new());
+        // The token is the bridge's, not the server's.
+        command.inherit = Inherit::All { hide: self.token_env.into_iter().collect() };
+        let mut bridge = BridgeConfig::new(command);
         bridge.init_timeout = self.init_timeout;
         bridge.spares = self.spares;
         bridge.limits = SessionLimits { max_sessions: self.max_sessions, idle_timeout: self.session_idle_timeout };
         bridge.echo_stderr = true;
         let guard = Guard { allowed_hosts: allowed_hosts(self.listen, &self.allowed_hosts), token: None };
-        BridgeRun { listen: self.listen, guard, bridge, stay_on_failure: self.stay_on_failure }
+        Ok(BridgeRun { listen: self.listen, guard, bridge, token, stay_on_failure: self.stay_on_failure })
     }
+}
+
+/// `--token-env NAME`: the variable must hold a token as strong as the ones made here.
+fn token_from_env(name: &str) -> Result<Capability, String> {
+    let value =
+        std::env::var(name).map_err(|_| format!("--token-env {name}: the variable is not set (or not UTF-8)"))?;
+    Capability::parse(value.trim()).map_err(|e| format!("--token-env {name}: {e}"))
 }
 
 /// How long shutdown may take before the process gives up waiting (children are SIGKILLed

@@ -12,7 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub(crate) mod gateway;
-pub(crate) mod http;
+pub mod http;
 pub mod mcp;
 pub mod names;
 pub mod presets;

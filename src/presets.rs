@@ -58,6 +58,10 @@ pub struct Preset {
     /// CPU and memory for its container on Kubernetes (a request's `resources` override these).
     #[serde(default)]
     pub resources: crate::spec::Resources,
+    /// Where its servers may connect to: `"open"` (default) or `"none"` (DNS only, through the
+    /// server's NetworkPolicy on Kubernetes); a request's `egress` overrides it.
+    #[serde(default)]
+    pub egress: crate::spec::Egress,
 }
 
 /// What `list_presets` shows of a preset.

@@ -20,6 +20,7 @@ use axum::{Router, http::StatusCode, response::IntoResponse, routing::get};
 use tokio::sync::watch;
 
 pub use activity::Activity;
+pub use engine::environment::{NEVER as NEVER_PASSED, SERVER_TOKEN_ENV};
 pub use engine::{ChildCommand, ExitInfo, Failure, FailureReason, Inherit, ProbeReport, Readiness};
 pub use status::BridgeStatus;
 

@@ -5,21 +5,24 @@
 use crate::{
     bridge::{Bridge, Readiness},
     cli::BridgeArgs,
+    http::capability,
     tasks::Tasks,
 };
 
 /// Serve until SIGINT/SIGTERM (or the server's failure); `Ok(false)` when the server failed.
 pub async fn bridge(args: BridgeArgs) -> std::io::Result<bool> {
-    let run = args.into_config();
+    let run = args.into_config().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let tasks = Tasks::new();
     let listener = tokio::net::TcpListener::bind(run.listen)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", run.listen)))?;
     let command = run.bridge.command.argv.clone();
     let bridge = Bridge::start(run.bridge, &tasks);
-    let app = run.guard.apply(bridge.router());
+    let guarded = run.token.is_some();
+    let app = run.guard.apply(capability::guard(bridge.router(), run.token));
     super::stop_on_signals(&tasks);
-    tracing::info!(addr = %listener.local_addr()?, ?command, "bridge listening (/mcp, /sse)");
+    let paths = if guarded { "/<token>/mcp, /<token>/sse" } else { "/mcp, /sse" };
+    tracing::info!(addr = %listener.local_addr()?, ?command, "bridge listening ({paths})");
     let stop = tasks.token().clone();
     tasks.spawn(async move {
         if let Err(e) = crate::http::serve(listener, app, stop).await {

@@ -13,11 +13,11 @@ use crate::{
     config::{ConfigError, Front, KubeConfig, RuntimeConfig, ServeConfig, allowed_hosts},
     gateway,
     http::Guard,
-    mcp::{MetaServer, transport},
+    mcp::{MetaServer, mounts::OwnDoor, transport},
     runtime::{
         Runtime,
         kubernetes::{KubernetesRuntime, UrlMode, client},
-        local::LocalRuntime,
+        local::{LocalConfig, LocalRuntime},
     },
     servers::Servers,
     spec::SpecError,
@@ -51,28 +51,38 @@ pub enum ServeError {
 /// The front door, decided and bound once.
 enum Door {
     Stdio,
-    Http { listener: TcpListener, guard: Guard },
+    Http { listener: TcpListener, guard: Guard, public_url: Option<String> },
 }
 
 impl Door {
     async fn open(front: Front) -> Result<Door, ServeError> {
         Ok(match front {
             Front::Stdio => Door::Stdio,
-            Front::Http { listen, guard } => {
+            Front::Http { listen, guard, public_url } => {
                 let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Listen {
                     addr: listen,
                     what: "",
                     source,
                 })?;
-                Door::Http { listener, guard }
+                Door::Http { listener, guard, public_url }
             }
         })
     }
 
-    /// The HTTP address, when there is one (URLs through the gateway name it).
-    fn http_addr(&self) -> Option<SocketAddr> {
+    /// The HTTP door, when a bearer token guards it: mounts through the gateway need the token.
+    fn own(&self) -> Option<OwnDoor> {
+        let Door::Http { listener, guard, .. } = self else { return None };
+        let token = guard.token.clone()?;
+        let internal = base_url(listener.local_addr().ok()?);
+        Some(OwnDoor { public: self.http_base()?, internal, token })
+    }
+
+    /// The base URL of the HTTP listener, when there is one (URLs through the gateway start
+    /// with it).
+    fn http_base(&self) -> Option<String> {
         match self {
-            Door::Http { listener, .. } => listener.local_addr().ok(),
+            Door::Http { public_url: Some(url), .. } => Some(url.clone()),
+            Door::Http { listener, .. } => listener.local_addr().ok().map(base_url),
             Door::Stdio => None,
         }
     }
@@ -88,20 +98,20 @@ async fn run(config: ServeConfig) -> Result<(), ServeError> {
     // HTTP binds first: out of cluster its address is the gateway's, and URLs name it.
     let door = Door::open(config.front).await?;
     let (runtime, gateway_routes) = match config.runtime {
-        RuntimeConfig::Local(cfg) => (Runtime::Local(Arc::new(LocalRuntime::new(cfg, tasks.child()))), None),
-        RuntimeConfig::Kubernetes(kube) => kubernetes_runtime(kube, door.http_addr(), &tasks).await?,
+        RuntimeConfig::Local(cfg) => local_runtime(cfg, door.http_base(), &tasks),
+        RuntimeConfig::Kubernetes(kube) => kubernetes_runtime(kube, door.http_base(), &tasks).await?,
     };
     let kind = runtime.capabilities().kind;
     let servers =
         Servers::start(config.presets, runtime, config.policy, &config.pools, &tasks).map_err(ServeError::Pools)?;
-    let server = MetaServer::new(servers.clone(), &tasks);
+    let server = MetaServer::new(servers.clone(), door.own(), &tasks);
     super::stop_on_signals(&tasks);
     tracing::info!(runtime = kind.as_str(), "mcp-ephemeral {} starting", env!("CARGO_PKG_VERSION"));
     let served = match door {
         Door::Stdio => transport::serve_stdio(server, &tasks)
             .await
             .map_err(|source| ServeError::Transport { what: "stdio", source }),
-        Door::Http { listener, guard } => transport::serve_http(listener, server, guard, &tasks, gateway_routes)
+        Door::Http { listener, guard, .. } => transport::serve_http(listener, server, guard, &tasks, gateway_routes)
             .await
             .map_err(|source| ServeError::Transport { what: "HTTP", source }),
     };
@@ -113,24 +123,38 @@ async fn run(config: ServeConfig) -> Result<(), ServeError> {
     served
 }
 
+/// The local runtime. With an HTTP listener, servers' URLs go through its gateway (a remote
+/// client cannot reach their loopback listeners, and the meta server's token guards them
+/// too); returns the gateway routes then.
+fn local_runtime(mut cfg: LocalConfig, http: Option<String>, tasks: &Tasks) -> (Runtime, Option<Router>) {
+    cfg.gateway = http;
+    let routes_wanted = cfg.gateway.is_some();
+    let runtime = Arc::new(LocalRuntime::new(cfg, tasks.child()));
+    let routes = routes_wanted.then(|| {
+        let pool = gateway::Pool::new(runtime.clone(), tasks.child());
+        gateway::router(pool, runtime.waker().clone(), runtime.clone())
+    });
+    (Runtime::Local(runtime), routes)
+}
+
 /// Connect to the cluster and decide how callers reach servers: Service DNS names in the
 /// cluster; outside, the gateway (on the HTTP listener, or its own loopback listener). Returns
 /// the gateway routes when they go on the HTTP listener.
 async fn kubernetes_runtime(
     kube: KubeConfig,
-    http: Option<SocketAddr>,
+    http: Option<String>,
     tasks: &Tasks,
 ) -> Result<(Runtime, Option<Router>), ServeError> {
     let conn = client::connect(kube.context.as_deref(), kube.namespace.as_deref()).await?;
     tracing::info!(server = %conn.server, namespace = %conn.namespace, in_cluster = conn.in_cluster, "connected to Kubernetes");
     let in_cluster = conn.in_cluster;
-    let start = |urls| KubernetesRuntime::start(conn, kube.jobs, urls, tasks.child());
+    let start = |urls| KubernetesRuntime::start(conn, kube.jobs, kube.network_policy, urls, tasks.child());
     if in_cluster && kube.gateway_listen.is_none() {
         return Ok((Runtime::Kubernetes(start(UrlMode::ServiceDns)), None));
     }
-    if let (Some(addr), None) = (http, kube.gateway_listen) {
-        let runtime = start(UrlMode::Gateway(base_url(addr)));
-        let routes = gateway::router(runtime.pool(), runtime.waker().clone());
+    if let (Some(base), None) = (http, kube.gateway_listen) {
+        let runtime = start(UrlMode::Gateway(base));
+        let routes = gateway::router(runtime.pool(), runtime.waker().clone(), runtime.clone());
         return Ok((Runtime::Kubernetes(runtime), Some(routes)));
     }
     // A listener of its own: bound first, since the servers' URLs carry its address.
@@ -143,8 +167,11 @@ async fn kubernetes_runtime(
     let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: listen, what: "", source })?;
     let base = base_url(addr);
     let runtime = start(UrlMode::Gateway(base.clone()));
-    let app = Guard { allowed_hosts: allowed_hosts(listen, &[]), token: None }
-        .apply(gateway::router(runtime.pool(), runtime.waker().clone()));
+    let app = Guard { allowed_hosts: allowed_hosts(listen, &[]), token: None }.apply(gateway::router(
+        runtime.pool(),
+        runtime.waker().clone(),
+        runtime.clone(),
+    ));
     tracing::info!(%base, "gateway to spawned servers listening");
     let stop = tasks.token().clone();
     tasks.spawn(async move {

@@ -20,8 +20,13 @@ use axum::{
 };
 use futures::future::BoxFuture;
 
+use std::sync::Arc;
+
 use crate::{
-    http::Stream,
+    http::{
+        Stream,
+        capability::{self, Admit, Capability},
+    },
     runtime::wake::{self, Waker},
 };
 
@@ -64,6 +69,20 @@ pub(crate) trait Dialer: Send + Sync + 'static {
     }
 }
 
+/// What a server's door asks for, as far as the gateway knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Key {
+    /// Requests must carry this token (`/servers/<job>/<token>/…`).
+    Token(Capability),
+    /// No token (`--server-auth none`, or a server made without one).
+    Open,
+}
+
+/// Tells the gateway which token a server's URLs carry (`None`: no such server).
+pub(crate) trait Keys: Send + Sync + 'static {
+    fn key<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Option<Key>>;
+}
+
 /// What every gateway request needs.
 #[derive(Clone)]
 struct Gateway {
@@ -71,12 +90,16 @@ struct Gateway {
     pool: Pool,
     /// Starts a stopped server a request is for.
     waker: Waker,
+    /// The servers' tokens: a request under a wrong one is refused here, before it can wake
+    /// a server or open a tunnel.
+    keys: Arc<dyn Keys>,
 }
 
-/// `/servers/{job_name}/{path}` for every method, through `pool`; a request for a server with
-/// no running pod (a stopped one) is held while `waker` starts it.
-pub(crate) fn router(pool: Pool, waker: Waker) -> Router {
-    Router::new().route("/servers/{job}/{*rest}", any(proxy)).with_state(Gateway { pool, waker })
+/// `/servers/{job_name}/{token}/{path}` for every method, through `pool`; a request for a
+/// server with no running pod (a stopped one) is held while `waker` starts it. The path goes
+/// on with its token: the server's own door checks it too.
+pub(crate) fn router(pool: Pool, waker: Waker, keys: Arc<dyn Keys>) -> Router {
+    Router::new().route("/servers/{job}/{*rest}", any(proxy)).with_state(Gateway { pool, waker, keys })
 }
 
 /// The URL path and query the server sees for a gateway request, or `None` for a name that
@@ -135,12 +158,23 @@ async fn proxy(State(gw): State<Gateway>, Path((job, rest)): Path<(String, Strin
     let Ok(uri) = format!("http://{job}{uri}").parse::<Uri>() else {
         return error(StatusCode::NOT_FOUND, format!("`{job}` is not a server name"));
     };
-    if !gw.pool.has_pod(&job)
-        && is_mcp_path(&rest)
-        && let Err(e) = gw.waker.wake(&job).await
-    {
-        tracing::info!(server = %job, error = %e, "gateway could not wake the server");
-        return wake::failed(req.method(), &job, &e);
+    let inner = match gw.keys.key(&job).await {
+        None => return error(StatusCode::NOT_FOUND, GatewayError::NotFound(job).to_string()),
+        Some(Key::Open) => rest.clone(),
+        Some(Key::Token(token)) => match capability::admit(Some(&token), &format!("/{rest}")) {
+            Admit::Refused => return capability::refused(),
+            Admit::Open => rest.clone(),
+            Admit::Inner(path) => path.trim_start_matches('/').to_string(),
+        },
+    };
+    if !gw.pool.has_pod(&job) && is_mcp_path(&inner) {
+        if !wake::opens_session(&inner, req.headers()) {
+            return wake::session_ended(&job);
+        }
+        if let Err(e) = gw.waker.wake(&job).await {
+            tracing::info!(server = %job, error = %e, "gateway could not wake the server");
+            return wake::failed(req.method(), &job, &e);
+        }
     }
     let (mut parts, body) = req.into_parts();
     parts.uri = uri;
@@ -181,8 +215,6 @@ mod tests {
     use axum::routing::{get, post};
     use futures::StreamExt;
 
-    use std::sync::Arc;
-
     use super::*;
     use crate::tasks::Tasks;
 
@@ -198,6 +230,20 @@ mod tests {
                     .map_err(|e| GatewayError::Tunnel { job: job.to_string(), why: Box::new(e) })?;
                 Ok(Box::new(s) as Box<dyn Stream>)
             })
+        }
+    }
+
+    /// Every server of the test is open, but `locked-00000000`, whose token is all `A`s.
+    struct TestKeys;
+
+    impl Keys for TestKeys {
+        fn key<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Option<Key>> {
+            let key = match job {
+                "nope-00000000" => None,
+                "locked-00000000" => Some(Key::Token(Capability::parse(&"A".repeat(22)).unwrap())),
+                _ => Some(Key::Open),
+            };
+            Box::pin(async move { key })
         }
     }
 
@@ -231,6 +277,7 @@ mod tests {
     #[tokio::test]
     async fn requests_bodies_and_streams_pass_through() {
         let upstream = Router::new()
+            .route(&format!("/{}/mcp", "A".repeat(22)), post(|| async { "under the token" }))
             .route(
                 "/mcp",
                 post(|headers: HeaderMap, uri: Uri, body: String| async move {
@@ -252,8 +299,9 @@ mod tests {
                 }),
             );
         let up = serve(upstream).await;
-        let dialer: Arc<dyn Dialer> = Arc::new(Local(HashMap::from([("time-ab12cd34".to_string(), up)])));
-        let gw = serve(router(Pool::new(dialer, Tasks::new()), Waker::default())).await;
+        let dialer: Arc<dyn Dialer> =
+            Arc::new(Local(HashMap::from([("time-ab12cd34".to_string(), up), ("locked-00000000".to_string(), up)])));
+        let gw = serve(router(Pool::new(dialer, Tasks::new()), Waker::default(), Arc::new(TestKeys))).await;
         let client = reqwest::Client::new();
         let resp = client
             .post(format!("http://{gw}/servers/time-ab12cd34/mcp?x=1"))
@@ -278,5 +326,14 @@ mod tests {
         assert!(missing.text().await.unwrap().contains("list_mcp_servers"));
         let bad = client.post(format!("http://{gw}/servers/..%2F/mcp")).send().await.unwrap();
         assert_eq!(bad.status(), 404);
+
+        // A server with a token: the wrong one, or none, is refused here; the right one goes
+        // through with the path as the server's door expects it.
+        let wrong = client.post(format!("http://{gw}/servers/locked-00000000/{}/mcp", "B".repeat(22))).send().await;
+        assert_eq!(wrong.unwrap().status(), 404);
+        let bare = client.post(format!("http://{gw}/servers/locked-00000000/mcp")).send().await.unwrap();
+        assert_eq!(bare.status(), 404);
+        let right = client.post(format!("http://{gw}/servers/locked-00000000/{}/mcp", "A".repeat(22))).send().await;
+        assert_eq!(right.unwrap().text().await.unwrap(), "under the token");
     }
 }

@@ -80,7 +80,7 @@ fn host_allowed(host: &str, allowed: &[String]) -> bool {
 }
 
 /// Compare without leaking, through timing, how much of the token matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
     for (i, byte) in b.iter().enumerate() {
         diff |= a.get(i).copied().unwrap_or(0xff) ^ byte;

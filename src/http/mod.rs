@@ -2,6 +2,7 @@
 //! graceful shutdown), the byte streams requests travel over, and the front-door checks
 //! ([`guard`]). Requests to servers go through the gateway's connection pool.
 
+pub mod capability;
 pub(crate) mod guard;
 
 use axum::Router;
@@ -21,13 +22,26 @@ pub(crate) fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Li
     })
 }
 
-/// Serve `app` on `listener` until `stop` fires, then finish the requests in flight.
+/// How long requests in flight may take to finish once a listener stops. Streams through the
+/// gateway end only when their server stops, which shutdown does after the listeners: without
+/// a bound, an open session would hold the shutdown forever.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Serve `app` on `listener` until `stop` fires, then finish the requests in flight (for at
+/// most [`DRAIN`]).
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(nodelay(listener), app).with_graceful_shutdown(stop.cancelled_owned()).await
+    let graceful = axum::serve(nodelay(listener), app).with_graceful_shutdown(stop.clone().cancelled_owned());
+    tokio::select! {
+        served = graceful => served,
+        () = async { stop.cancelled().await; tokio::time::sleep(DRAIN).await } => {
+            tracing::debug!("requests still open {}s after the listener stopped; leaving them", DRAIN.as_secs());
+            Ok(())
+        }
+    }
 }
 
 /// A byte stream a request can travel over: a TCP connection, a port-forward tunnel.

@@ -30,7 +30,8 @@ pub(crate) enum ToolError {
 
 impl IntoCallToolResult for ToolError {
     fn into_call_tool_result(self) -> Result<CallToolResponse, ErrorData> {
-        tracing::debug!(error = %self, "tool call failed");
+        // An error may quote a server's URL; the log gets it without the token.
+        tracing::debug!(error = %crate::http::capability::redact(&self.to_string()), "tool call failed");
         Ok(CallToolResult::error(vec![ContentBlock::text(self.to_string())]).into())
     }
 }

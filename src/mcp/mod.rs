@@ -2,6 +2,7 @@
 //! `config://version` resource, and `tools/list_changed` notifications to every client.
 
 mod error;
+mod mount_names;
 pub mod mounts;
 pub mod params;
 pub(crate) mod reply;

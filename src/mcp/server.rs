@@ -1,5 +1,7 @@
 //! [`MetaServer`]: one per process, cloned cheaply into every client session (the HTTP
-//! transport builds one per session), so all state lives behind one `Arc`.
+//! transport builds one per session), so all state lives behind one `Arc`. Besides its own tools
+//! and `config://version` it offers what its mounts bring (tools, prompts, resources) and tells
+//! every client when one of those lists changes.
 
 use std::sync::{Arc, Mutex};
 
@@ -7,9 +9,10 @@ use rmcp::{
     ErrorData, Peer, RoleServer, ServerHandler,
     handler::server::{router::tool::ToolRouter, tool::ToolCallContext, wrapper::Parameters},
     model::{
-        CallToolRequestParams, CallToolResponse, Implementation, ListResourcesResult, ListToolsResult,
-        PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse,
-        ReadResourceResult, Resource, ResourceContents, ServerCapabilities, ServerConfig, Tool,
+        CallToolRequestParams, CallToolResponse, GetPromptRequestParams, GetPromptResponse, Implementation,
+        ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+        ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+        ResourceContents, ServerCapabilities, ServerConfig, Tool,
     },
     service::{NotificationContext, RequestContext},
     tool, tool_router,
@@ -18,7 +21,8 @@ use tokio::sync::mpsc;
 
 use super::{
     error::ToolError,
-    mounts::{MountInfo, Mounts},
+    mount_names::{MOUNT_URI_PREFIX, split_uri},
+    mounts::{ListKind, MountInfo, Mounts, OwnDoor},
     params::*,
     reply::Json,
 };
@@ -37,7 +41,7 @@ struct State {
     /// Where the session's helper tasks (progress, unmount on delete) run.
     tasks: Tasks,
     mounts: Mounts,
-    /// Connected clients, told when the tool list changes.
+    /// Connected clients, told when the tool, prompt or resource list changes.
     peers: Mutex<Vec<Peer<RoleServer>>>,
 }
 
@@ -49,18 +53,28 @@ pub(crate) struct MetaServer {
 
 impl MetaServer {
     /// A meta server over `servers`; mounts of deleted servers are removed automatically.
-    pub(crate) fn new(servers: Arc<Servers>, tasks: &Tasks) -> MetaServer {
+    /// `own` is the meta server's HTTP door when it has a bearer token (mounts through its
+    /// gateway send it).
+    pub(crate) fn new(servers: Arc<Servers>, own: Option<OwnDoor>, tasks: &Tasks) -> MetaServer {
         let mut deletions = servers.deletions();
-        let state =
-            Arc::new(State { servers, tasks: tasks.clone(), mounts: Mounts::default(), peers: Mutex::default() });
+        let (mounts, mut mount_changes) = Mounts::new(own);
+        let state = Arc::new(State { servers, tasks: tasks.clone(), mounts, peers: Mutex::default() });
         let server = MetaServer { state: state.clone(), tool_router: Arc::new(Self::tool_router()) };
         let weak = Arc::downgrade(&state);
         tasks.spawn_until_cancelled(async move {
             while let Ok(job) = deletions.recv().await {
                 let Some(state) = weak.upgrade() else { break };
-                if !state.mounts.remove_job(&job).await.is_empty() {
-                    notify_tools_changed(&state).await;
+                for removed in state.mounts.remove_job(&job).await {
+                    notify_mount_changed(&state, &removed).await;
                 }
+            }
+        });
+        // A mounted server's own list_changed, once the mount has re-read that list.
+        let weak = Arc::downgrade(&state);
+        tasks.spawn_until_cancelled(async move {
+            while let Some(kind) = mount_changes.recv().await {
+                let Some(state) = weak.upgrade() else { break };
+                notify_list_changed(&state, kind).await;
             }
         });
         server
@@ -83,16 +97,33 @@ impl MetaServer {
     }
 }
 
-async fn notify_tools_changed(state: &State) {
+/// Tell every connected client that one of the lists changed.
+async fn notify_list_changed(state: &State, kind: ListKind) {
     let peers: Vec<Peer<RoleServer>> = {
         let mut peers = state.peers.lock().expect("peers poisoned");
         peers.retain(|p| !p.is_transport_closed());
         peers.clone()
     };
     for peer in peers {
-        if let Err(e) = peer.notify_tool_list_changed().await {
-            tracing::debug!(error = %e, "could not notify a client of the tool list change");
+        let sent = match kind {
+            ListKind::Tools => peer.notify_tool_list_changed().await,
+            ListKind::Prompts => peer.notify_prompt_list_changed().await,
+            ListKind::Resources => peer.notify_resource_list_changed().await,
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, list = ?kind, "could not notify a client of a list change");
         }
+    }
+}
+
+/// A mount came or went: the tool list changed, and the prompt and resource lists when it had any.
+async fn notify_mount_changed(state: &State, mount: &MountInfo) {
+    notify_list_changed(state, ListKind::Tools).await;
+    if !mount.prompts.is_empty() {
+        notify_list_changed(state, ListKind::Prompts).await;
+    }
+    if !mount.resources.is_empty() {
+        notify_list_changed(state, ListKind::Resources).await;
     }
 }
 
@@ -254,7 +285,7 @@ impl MetaServer {
     }
 
     #[tool(
-        description = "Offer a Ready server's tools here as `<name>_<tool>`, for clients that cannot connect to its URL. Clients are told the tool list changed."
+        description = "Offer a Ready server's tools and prompts here as `<name>_<tool>` / `<name>_<prompt>`, and its resources as `mcp-ephemeral://mounts/<name>/<original URI>`, for clients that cannot connect to its URL. Clients are told the lists changed, also when the server's own lists change."
     )]
     async fn mount_mcp_server(&self, Parameters(args): Parameters<MountArgs>) -> Result<Json<MountInfo>, ToolError> {
         let status = self.state.servers.status(&args.job_name).await?;
@@ -264,24 +295,33 @@ impl MetaServer {
         let router = self.tool_router.clone();
         let info =
             self.state.mounts.mount(&args.name, &args.job_name, &status.urls.mcp, |t| router.has_route(t)).await?;
-        notify_tools_changed(&self.state).await;
+        notify_mount_changed(&self.state, &info).await;
         Ok(Json(info))
     }
 
-    #[tool(description = "Stop offering a mounted server's tools here (the server keeps running).")]
+    #[tool(
+        description = "Stop offering a mounted server's tools, prompts and resources here (the server keeps running)."
+    )]
     async fn remove_mcp_server_mount(
         &self,
         Parameters(args): Parameters<UnmountArgs>,
     ) -> Result<Json<Unmounted>, ToolError> {
         let info = self.state.mounts.remove(&args.name).await?;
-        notify_tools_changed(&self.state).await;
+        notify_mount_changed(&self.state, &info).await;
         Ok(Json(Unmounted { name: info.name, job_name: info.job_name, tools_removed: info.tools }))
     }
 }
 
 impl ServerHandler for MetaServer {
     fn get_info(&self) -> ServerConfig {
-        let caps = ServerCapabilities::builder().enable_tools().enable_tool_list_changed().enable_resources().build();
+        let caps = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .enable_prompts()
+            .enable_prompts_list_changed()
+            .enable_resources()
+            .enable_resources_list_changed()
+            .build();
         ServerConfig::new(caps)
             .with_server_info(Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")))
             .with_instructions(
@@ -300,7 +340,9 @@ impl ServerHandler for MetaServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let mut tools = self.tool_router.list_all();
-        tools.extend(self.state.mounts.tools().await);
+        // A server's list may change after it was mounted; the meta server's own tools win.
+        let router = &self.tool_router;
+        tools.extend(self.state.mounts.tools().await.into_iter().filter(|t| !router.has_route(&t.name)));
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -316,8 +358,8 @@ impl ServerHandler for MetaServer {
         if self.tool_router.has_route(&request.name) {
             return self.tool_router.call(ToolCallContext::new(self, request, context)).await;
         }
-        match self.state.mounts.resolve(&request.name).await {
-            Some((mount, original)) => Ok(mount.call(original, request).await),
+        match self.state.mounts.resolve_tool(&request.name).await {
+            Some((mount, original)) => mount.call(original, request).await,
             None => Err(ErrorData::invalid_params(
                 format!("unknown tool `{}`; tools/list shows the tools there are", request.name),
                 None,
@@ -333,7 +375,43 @@ impl ServerHandler for MetaServer {
         let mut res = Resource::new(VERSION_URI, "version");
         res.description = Some("name, version, git commit and runtime of this meta server".into());
         res.mime_type = Some("application/json".into());
-        Ok(ListResourcesResult::with_all_items(vec![res]))
+        let mut resources = vec![res];
+        resources.extend(self.state.mounts.resources().await);
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(self.state.mounts.resource_templates().await))
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(self.state.mounts.prompts().await))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        match self.state.mounts.resolve_prompt(&request.name).await {
+            Some((mount, original)) => Ok(mount.get_prompt(original, request).await?),
+            None => Err(ErrorData::invalid_params(
+                format!(
+                    "unknown prompt `{}`; prompts/list shows the prompts there are (a mounted server's \
+                     prompts are named `<mount>_<prompt>`)",
+                    request.name
+                ),
+                None,
+            )),
+        }
     }
 
     async fn read_resource(
@@ -341,8 +419,28 @@ impl ServerHandler for MetaServer {
         request: ReadResourceRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        if let Some((name, original)) = split_uri(&request.uri) {
+            let Some(mount) = self.state.mounts.get(name).await else {
+                return Err(ErrorData::resource_not_found(
+                    format!(
+                        "no mount named `{name}` for resource `{}`; list_mcp_servers shows the mounts there are",
+                        request.uri
+                    ),
+                    None,
+                ));
+            };
+            let original = original.to_string();
+            return Ok(mount.read_resource(original, request).await?);
+        }
         if request.uri != VERSION_URI {
-            return Err(ErrorData::resource_not_found(format!("no resource `{}`", request.uri), None));
+            return Err(ErrorData::resource_not_found(
+                format!(
+                    "no resource `{}`; resources/list and resources/templates/list show the resources there are \
+                     (a mounted server's are under `{MOUNT_URI_PREFIX}<mount>/`)",
+                    request.uri
+                ),
+                None,
+            ));
         }
         let version = self.version().await.map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
         let text = serde_json::to_string_pretty(&version).unwrap_or_default();

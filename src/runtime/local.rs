@@ -30,7 +30,11 @@ use crate::{
         Activity, Bridge, BridgeConfig, BridgeStatus, ChildCommand, Inherit, Readiness, catalog::Catalog,
         engine::logs::LogRing,
     },
-    http::Guard,
+    gateway::{Dialer, GatewayError, Key, Keys},
+    http::{
+        Guard, Stream,
+        capability::{self, Admit, Capability},
+    },
     spec::{LabelSelector, ServerSpec, Source, SpecError},
     tasks::Tasks,
 };
@@ -45,11 +49,15 @@ pub(crate) struct LocalConfig {
     /// The meta server's variables passed on to children besides the kept ones
     /// (`--pass-env`).
     pub(crate) pass_env: Vec<String>,
+    /// The meta server's gateway (`http://HOST:PORT`), when servers' URLs go through it (HTTP
+    /// transport: a remote client cannot reach 127.0.0.1); `None`: URLs name the servers'
+    /// own loopback listeners.
+    pub(crate) gateway: Option<String>,
 }
 
 impl Default for LocalConfig {
     fn default() -> Self {
-        LocalConfig { init_timeout: Duration::from_secs(120), spares: 1, pass_env: Vec::new() }
+        LocalConfig { init_timeout: Duration::from_secs(120), spares: 1, pass_env: Vec::new(), gateway: None }
     }
 }
 
@@ -85,6 +93,11 @@ impl LocalServer {
         self.spec.read().expect("spec poisoned").identity.name.clone()
     }
 
+    /// The token its URLs carry.
+    fn capability(&self) -> Option<Capability> {
+        self.spec.read().expect("spec poisoned").identity.capability.clone()
+    }
+
     /// Start a bridge behind the listener.
     fn launch(&self) -> Run {
         let tasks = self.tasks.child();
@@ -117,17 +130,28 @@ impl LocalServer {
     }
 }
 
-/// The listener's one handler: the bridge's routes while it runs; while stopped, a request to
-/// `/mcp`, `/sse` or `/messages` wakes the server and is answered once it is ready.
-async fn door(server: Weak<LocalServer>, waker: Waker, req: Request) -> Response {
+/// The listener's one handler. MCP paths answer only under the server's token (`/<token>/mcp`;
+/// anything else is a 404); the probes stay open. Behind the token: the bridge's routes while it
+/// runs; while stopped, a request to `/mcp`, `/sse` or `/messages` wakes the server and is
+/// answered once it is ready.
+async fn door(server: Weak<LocalServer>, waker: Waker, mut req: Request) -> Response {
     use tower::ServiceExt;
     let Some(server) = server.upgrade() else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    let token = server.capability();
+    let path = match capability::admit(token.as_ref(), req.uri().path()) {
+        Admit::Refused => return capability::refused(),
+        Admit::Open => req.uri().path().to_string(),
+        Admit::Inner(path) => path.to_string(),
+    };
+    if let Some(uri) = capability::with_path(req.uri(), &path) {
+        *req.uri_mut() = uri;
+    }
     if let Some(router) = server.router() {
         return router.oneshot(req).await.into_response();
     }
-    match req.uri().path() {
+    match path.as_str() {
         "/healthz" => return "ok".into_response(),
         "/readyz" => return (StatusCode::SERVICE_UNAVAILABLE, "stopped").into_response(),
         "/status" => return axum::Json(BridgeStatus::stopped(&server.activity)).into_response(),
@@ -135,7 +159,10 @@ async fn door(server: Weak<LocalServer>, waker: Waker, req: Request) -> Response
         _ => return StatusCode::NOT_FOUND.into_response(),
     }
     let name = server.name();
-    tracing::info!(server = %name, path = req.uri().path(), "request to a stopped server; starting it");
+    if !wake::opens_session(&path, req.headers()) {
+        return wake::session_ended(&name);
+    }
+    tracing::info!(server = %name, path, "request to a stopped server; starting it");
     let woken = waker.wake(&name).await;
     match (woken, server.router()) {
         (Ok(()), Some(router)) => router.oneshot(req).await.into_response(),
@@ -166,6 +193,10 @@ impl LocalRuntime {
     /// How its servers' listeners ask for a stopped server to be started.
     pub(crate) fn waker(&self) -> &Waker {
         &self.waker
+    }
+
+    fn info(&self, server: &LocalServer) -> ServerInfo {
+        describe(server, self.cfg.gateway.as_deref())
     }
 
     fn get(&self, name: &str) -> Result<Arc<LocalServer>, RuntimeError> {
@@ -221,7 +252,7 @@ impl LocalRuntime {
             server
         });
         *server.run.write().expect("run poisoned") = server.launch();
-        let info = info(&server);
+        let info = self.info(&server);
         self.servers.write().expect("servers poisoned").insert(name, server);
         Ok(info)
     }
@@ -249,9 +280,21 @@ fn find_program(program: &str) -> Result<PathBuf, RuntimeError> {
     })
 }
 
-fn info(server: &LocalServer) -> ServerInfo {
-    let base = format!("http://{}", server.addr);
-    let urls = Urls { mcp: format!("{base}/mcp"), sse: format!("{base}/sse") };
+/// A server's URLs: through the meta server's gateway when there is one, else its own
+/// listener; under its token when it has one.
+fn urls(server: &LocalServer, gateway: Option<&str>) -> Urls {
+    let mut base = match gateway {
+        Some(gw) => format!("{}/servers/{}", gw.trim_end_matches('/'), server.name()),
+        None => format!("http://{}", server.addr),
+    };
+    if let Some(token) = server.capability() {
+        base = format!("{base}/{}", token.expose());
+    }
+    Urls { mcp: format!("{base}/mcp"), sse: format!("{base}/sse") }
+}
+
+fn describe(server: &LocalServer, gateway: Option<&str>) -> ServerInfo {
+    let urls = urls(server, gateway);
     let mut info = ServerInfo::from_spec(&server.spec.read().expect("spec poisoned"), Phase::Starting, urls);
     info.last_activity = Some(server.activity.last());
     let bridge = match &*server.run.read().expect("run poisoned") {
@@ -302,7 +345,7 @@ impl LocalRuntime {
         report(1, "process started; waiting for initialize");
         let mut startup = Startup::new();
         bridge.wait_ready(timeout).await;
-        let mut info = info(&server);
+        let mut info = self.info(&server);
         match info.phase {
             Phase::Ready => {
                 startup.mark(StartStep::InitializeAnswered);
@@ -320,14 +363,14 @@ impl LocalRuntime {
     }
 
     pub(super) fn status(&self, name: &str) -> Result<ServerInfo, RuntimeError> {
-        Ok(info(self.get(name)?.as_ref()))
+        Ok(self.info(self.get(name)?.as_ref()))
     }
 
     pub(super) fn list(&self, selector: &LabelSelector) -> Vec<ServerInfo> {
         let servers: Vec<_> = self.servers.read().expect("servers poisoned").values().cloned().collect();
         let mut infos: Vec<ServerInfo> = servers
             .iter()
-            .map(|s| info(s))
+            .map(|s| self.info(s))
             .filter(|i| {
                 let hidden = [super::LABEL_POOL, super::LABEL_THROWAWAY].iter().any(|l| i.labels.contains_key(*l));
                 !hidden && selector.matches(&i.labels)
@@ -375,7 +418,7 @@ impl LocalRuntime {
         *server.spec.write().expect("spec poisoned") = spec;
         // Its idle time counts from the hand-out, not from when the pool started it.
         server.activity.touch();
-        let info = info(&server);
+        let info = self.info(&server);
         self.servers.write().expect("servers poisoned").insert(name.clone(), server);
         tracing::info!(server = %name, pooled, "warm-pool member handed out");
         Ok(info)
@@ -395,7 +438,7 @@ impl LocalRuntime {
         let server = self.get(name)?;
         match server.bridge().map(|b| b.readiness()) {
             Some(Readiness::Ready(report)) => Ok(report.catalog),
-            _ => Err(RuntimeError::NotReady { name: name.to_string(), phase: info(&server).phase }),
+            _ => Err(RuntimeError::NotReady { name: name.to_string(), phase: self.info(&server).phase }),
         }
     }
 
@@ -422,7 +465,7 @@ impl LocalRuntime {
             tasks.cancel();
             tracing::info!(server = name, reason = %reason.reason(), "server stopped (its listener stays)");
         }
-        Ok(info(&server))
+        Ok(self.info(&server))
     }
 
     /// Start a stopped server's processes again behind the same listener (a no-op for one
@@ -439,7 +482,7 @@ impl LocalRuntime {
                 tracing::info!(server = name, "server started again");
             }
         }
-        Ok(info(&server))
+        Ok(self.info(&server))
     }
 
     /// Running servers with an idle timeout, and how long each has been idle (zero for one
@@ -466,5 +509,27 @@ impl LocalRuntime {
             tracing::info!(count = servers.len(), "stopping every server");
         }
         futures::future::join_all(servers.iter().map(|s| s.end())).await;
+    }
+}
+
+/// The gateway reaches a local server at its own listener (the listener checks the token and
+/// wakes a stopped server itself).
+impl Dialer for LocalRuntime {
+    fn dial<'a>(&'a self, job: &'a str) -> futures::future::BoxFuture<'a, Result<Box<dyn Stream>, GatewayError>> {
+        Box::pin(async move {
+            let addr = self.get(job).map_err(|_| GatewayError::NotFound(job.to_string()))?.addr;
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| GatewayError::Tunnel { job: job.to_string(), why: Box::new(e) })?;
+            let _ = tcp.set_nodelay(true);
+            Ok(Box::new(tcp) as Box<dyn Stream>)
+        })
+    }
+}
+
+impl Keys for LocalRuntime {
+    fn key<'a>(&'a self, job: &'a str) -> futures::future::BoxFuture<'a, Option<Key>> {
+        let key = self.get(job).ok().map(|s| s.capability().map_or(Key::Open, Key::Token));
+        Box::pin(async move { key })
     }
 }

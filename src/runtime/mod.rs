@@ -62,6 +62,9 @@ pub struct Capabilities {
     pub kind: RuntimeKind,
     /// It runs container images (`image` requests).
     pub images: bool,
+    /// It can keep a server off the network (`egress: "none"`): Kubernetes with
+    /// `--network-policy on`.
+    pub egress: bool,
 }
 
 /// A running server with an idle timeout, and how long it has carried no MCP traffic.
@@ -82,8 +85,10 @@ pub(crate) enum Runtime {
 impl Runtime {
     pub(crate) fn capabilities(&self) -> Capabilities {
         match self {
-            Runtime::Local(_) => Capabilities { kind: RuntimeKind::Local, images: false },
-            Runtime::Kubernetes(_) => Capabilities { kind: RuntimeKind::Kubernetes, images: true },
+            Runtime::Local(_) => Capabilities { kind: RuntimeKind::Local, images: false, egress: false },
+            Runtime::Kubernetes(k) => {
+                Capabilities { kind: RuntimeKind::Kubernetes, images: true, egress: k.restricts_egress() }
+            }
         }
     }
 

@@ -47,6 +47,26 @@ impl Waker {
     }
 }
 
+/// Whether a request to a stopped server should wake it: one that opens a session (a streamable
+/// HTTP request without `Mcp-Session-Id`, a `GET /sse`). A request of an old session (its
+/// stream's reconnect, its `DELETE`, a `POST /messages`) cannot be served by a new process: it
+/// gets [`session_ended`], and a client that wants to go on opens a new session, which wakes
+/// the server. So a client that only keeps retrying a stream never keeps a server awake.
+pub(crate) fn opens_session(path: &str, headers: &axum::http::HeaderMap) -> bool {
+    match path.trim_start_matches('/').split('/').next() {
+        Some("mcp") => !headers.contains_key("mcp-session-id"),
+        Some("sse") => true,
+        _ => false,
+    }
+}
+
+/// The answer to a request of a session that ended with its server's stop: 404, which tells an
+/// MCP client to start a new session.
+pub(crate) fn session_ended(job: &str) -> Response {
+    let message = format!("server `{job}` was stopped and its sessions ended; start a new session");
+    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+}
+
 /// The answer to a request a wake could not serve: 404 for an unknown server, else 503; a POST
 /// (a JSON-RPC message) gets a JSON-RPC error object with the reason, anything else plain text.
 pub(crate) fn failed(method: &Method, job: &str, error: &WakeError) -> Response {
@@ -66,4 +86,23 @@ pub(crate) fn failed(method: &Method, job: &str, error: &WakeError) -> Response 
         return response;
     }
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    #[test]
+    fn only_requests_that_open_a_session_wake_a_server() {
+        let none = HeaderMap::new();
+        let mut session = HeaderMap::new();
+        session.insert("mcp-session-id", HeaderValue::from_static("s-1"));
+        assert!(opens_session("/mcp", &none));
+        assert!(opens_session("/sse", &session));
+        assert!(!opens_session("/mcp", &session), "a stream's reconnect or DELETE of an old session");
+        assert!(!opens_session("/messages", &none));
+        assert!(!opens_session("/status", &none));
+    }
 }

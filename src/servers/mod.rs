@@ -29,7 +29,7 @@ use tokio::sync::{Notify, broadcast};
 pub use admission::QuotaUse;
 pub(crate) use error::ServersError;
 pub use pool::PoolStatus;
-pub use request::{CreateRequest, Policy};
+pub use request::{CreateRequest, Policy, ServerAuth};
 pub use resolve::resolve;
 
 use self::{

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::spec::{Args, ImageTransport, Resources};
+use crate::spec::{Args, Egress, ImageTransport, Resources};
 
 /// Arguments of `create_mcp_server` (names compatible with mcp-ephemeral-k8s).
 #[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
@@ -58,6 +58,9 @@ pub struct CreateRequest {
     /// The port an "http" image listens on (default: the meta server's --image-port).
     #[serde(default)]
     pub image_port: Option<u16>,
+    /// Where the server may connect to: "open" (anywhere) or "none" (the cluster's DNS only, enforced by its NetworkPolicy; Kubernetes runtime with --network-policy on). Default: the preset's egress, else "open".
+    #[serde(default)]
+    pub egress: Option<Egress>,
 }
 
 /// Limits and defaults applied to every request.
@@ -73,6 +76,18 @@ pub struct Policy {
     pub default_idle_timeout: Option<Duration>,
     /// How long `wait_for_ready` waits.
     pub ready_timeout: Duration,
+    /// Whether servers' URLs carry a capability token.
+    pub server_auth: ServerAuth,
+}
+
+/// `--server-auth`: what a server's own door checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ServerAuth {
+    /// A random token in every URL handed out; other paths are 404.
+    #[default]
+    Token,
+    /// No token: whoever reaches the server's port may use it.
+    None,
 }
 
 impl Default for Policy {
@@ -84,6 +99,7 @@ impl Default for Policy {
             max_active: BTreeMap::new(),
             default_idle_timeout: None,
             ready_timeout: Duration::from_secs(120),
+            server_auth: ServerAuth::Token,
         }
     }
 }

@@ -4,11 +4,12 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use super::{CreateRequest, Policy};
+use super::{CreateRequest, Policy, ServerAuth};
 use crate::{
+    http::capability::Capability,
     presets::Presets,
     runtime::Capabilities,
-    spec::{self, Args, Identity, Launch, Resources, ServerSpec, Source, SpecError},
+    spec::{self, Args, Egress, Identity, Launch, Resources, ServerSpec, Source, SpecError},
 };
 
 /// Check `req` and build its spec; nothing is started.
@@ -32,6 +33,7 @@ pub fn resolve(
     };
     let ttl = ttl(req.ttl_seconds, policy)?;
     let idle_timeout = idle_timeout(req.idle_timeout_seconds, made.idle_timeout, policy)?;
+    let egress = egress(&req, made.egress, caps)?;
     let mut env = made.env;
     env.extend(fields.env);
     let launch = Launch {
@@ -41,9 +43,11 @@ pub fn resolve(
         needs_kube_api: made.needs_kube_api,
         resources: made.resources,
         command_image: made.command_image,
+        egress,
     };
     let mut identity = Identity::fresh(&made.base, req.preset.clone(), fields.labels, ttl);
     identity.idle_timeout = idle_timeout;
+    identity.capability = (policy.server_auth == ServerAuth::Token).then(Capability::generate);
     Ok(ServerSpec { identity, launch })
 }
 
@@ -107,6 +111,29 @@ fn idle_timeout(asked: Option<u64>, preset: Option<u64>, policy: &Policy) -> Res
     }
 }
 
+/// The egress: the request's, else the preset's; "none" only where the runtime enforces it.
+fn egress(req: &CreateRequest, preset: Egress, caps: Capabilities) -> Result<Egress, SpecError> {
+    let egress = req.egress.unwrap_or(preset);
+    if egress == Egress::None && !caps.egress {
+        let (asked_by, instead) = match (req.egress, &req.preset) {
+            (None, Some(name)) => {
+                (format!("preset `{name}`"), "Pass `egress: \"open\"` to run it without that restriction")
+            }
+            _ => ("the request".to_string(), "Leave `egress` out to run it without that restriction"),
+        };
+        let why = match caps.kind {
+            crate::runtime::RuntimeKind::Local => {
+                "the local runtime cannot keep a process off the network (only the Kubernetes runtime can, with a NetworkPolicy)"
+            }
+            crate::runtime::RuntimeKind::Kubernetes => {
+                "this meta server runs with --network-policy off, so its servers get no NetworkPolicy"
+            }
+        };
+        return Err(SpecError::EgressNotEnforced { asked_by, why, instead });
+    }
+    Ok(egress)
+}
+
 /// The request's own fields, each checked.
 struct Fields {
     args: Option<Vec<String>>,
@@ -146,6 +173,8 @@ struct Made {
     command_image: Option<String>,
     /// The preset's idle timeout, in seconds.
     idle_timeout: Option<u64>,
+    /// The preset's egress.
+    egress: Egress,
 }
 
 fn from_preset(name: &str, presets: &Presets, fields: &Fields) -> Result<Made, SpecError> {
@@ -172,6 +201,7 @@ fn from_preset(name: &str, presets: &Presets, fields: &Fields) -> Result<Made, S
         resources: fields.resources.or(&p.resources),
         command_image: p.image.clone(),
         idle_timeout: p.idle_timeout,
+        egress: p.egress,
     })
 }
 
@@ -191,6 +221,7 @@ fn from_exec(exec: &str, mcp: Option<&str>, fields: &Fields) -> Result<Made, Spe
         resources: fields.resources.clone(),
         command_image: None,
         idle_timeout: None,
+        egress: Egress::Open,
     })
 }
 
@@ -216,6 +247,7 @@ fn from_image(image: &str, req: &CreateRequest, fields: &Fields, caps: Capabilit
         resources: fields.resources.clone(),
         command_image: None,
         idle_timeout: None,
+        egress: Egress::Open,
     })
 }
 
@@ -224,8 +256,8 @@ mod tests {
     use super::*;
     use crate::runtime::RuntimeKind;
 
-    const LOCAL: Capabilities = Capabilities { kind: RuntimeKind::Local, images: false };
-    const KUBE: Capabilities = Capabilities { kind: RuntimeKind::Kubernetes, images: true };
+    const LOCAL: Capabilities = Capabilities { kind: RuntimeKind::Local, images: false, egress: false };
+    const KUBE: Capabilities = Capabilities { kind: RuntimeKind::Kubernetes, images: true, egress: true };
 
     fn resolve_json(args: serde_json::Value, caps: Capabilities) -> Result<ServerSpec, SpecError> {
         let presets = Presets::load(None).unwrap();
@@ -276,5 +308,32 @@ mod tests {
         assert_eq!(idle(serde_json::json!({"preset": "idler", "idle_timeout_seconds": 0})), Ok(None), "0 is off");
         let too_long = idle(serde_json::json!({"preset": "time", "idle_timeout_seconds": 999_999_999}));
         assert!(matches!(too_long, Err(SpecError::IdleTimeout { .. })), "{too_long:?}");
+    }
+
+    #[test]
+    fn egress_is_the_requests_then_the_presets_and_none_only_where_it_is_enforced() {
+        let mut presets = Presets::load(None).unwrap();
+        presets.insert_for_test("sealed", "runtime_exec = \"uvx\"\negress = \"none\"");
+        let no_policy = Capabilities { egress: false, ..KUBE };
+        let egress = |args: serde_json::Value, caps| {
+            resolve(serde_json::from_value(args).unwrap(), &presets, &Policy::default(), caps).map(|s| s.launch.egress)
+        };
+        assert_eq!(egress(serde_json::json!({"preset": "time"}), KUBE), Ok(Egress::Open), "open by default");
+        assert_eq!(egress(serde_json::json!({"preset": "sealed"}), KUBE), Ok(Egress::None), "the preset's");
+        let open = serde_json::json!({"preset": "sealed", "egress": "open"});
+        assert_eq!(egress(open.clone(), KUBE), Ok(Egress::Open), "the request's over the preset's");
+        assert_eq!(egress(open, LOCAL), Ok(Egress::Open), "open runs anywhere");
+        let none = serde_json::json!({"runtime_exec": "uvx", "egress": "none"});
+        assert_eq!(egress(none.clone(), KUBE), Ok(Egress::None));
+        for (args, caps, says) in [
+            (none.clone(), LOCAL, "the local runtime"),
+            (none, no_policy, "--network-policy off"),
+            (serde_json::json!({"preset": "sealed"}), LOCAL, "preset `sealed` asks"),
+        ] {
+            let err = egress(args.clone(), caps).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("egress"), "{args}: {err}");
+        }
+        let bad = serde_json::from_value::<CreateRequest>(serde_json::json!({"preset": "time", "egress": "closed"}));
+        assert!(bad.unwrap_err().to_string().contains("closed"), "a bad egress is refused");
     }
 }

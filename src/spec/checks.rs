@@ -32,6 +32,8 @@ pub enum SpecError {
     Args(String),
     #[error("`{0}` is not a valid environment variable name (use letters, digits and _, not starting with a digit)")]
     EnvName(String),
+    #[error("`{0}` is reserved: mcp-ephemeral's own tokens live there and never reach a server; use another name")]
+    ReservedEnv(String),
     #[error("{what} is {len} bytes; the limit is {limit} bytes", limit = MAX_VALUE_BYTES)]
     TooLarge { what: String, len: usize },
     #[error("{what} contains a NUL byte")]
@@ -54,6 +56,8 @@ pub enum SpecError {
     Quantity { field: &'static str, value: String },
     #[error("`{0}` only applies to `image` servers")]
     ImageOnly(&'static str),
+    #[error("{asked_by} asks for `egress` \"none\" (DNS only), which cannot be enforced here: {why}. {instead}")]
+    EgressNotEnforced { asked_by: String, why: &'static str, instead: &'static str },
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`
@@ -82,6 +86,9 @@ pub fn check_env(kind: &'static str, env: &BTreeMap<String, String>) -> Result<(
     for (name, value) in env {
         if !is_env_name(name) {
             return Err(SpecError::EnvName(name.clone()));
+        }
+        if crate::bridge::NEVER_PASSED.contains(&name.as_str()) {
+            return Err(SpecError::ReservedEnv(name.clone()));
         }
         check_value(|| format!("{kind}.{name}"), value)?;
     }
@@ -118,23 +125,29 @@ pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), SpecError> 
         if RESERVED_LABEL_PREFIXES.iter().any(|p| key.starts_with(p)) {
             return Err(SpecError::Label(format!("key `{key}` is reserved for mcp-ephemeral")));
         }
-        let (prefix, name) = match key.rsplit_once('/') {
-            Some((p, n)) => (Some(p), n),
-            None => (None, key.as_str()),
-        };
-        if prefix.is_some_and(|p| p.is_empty() || p.len() > 253 || !p.split('.').all(crate::names::is_rfc1123_label))
-            || !is_label_value(name)
-            || name.is_empty()
-        {
-            return Err(SpecError::Label(format!(
-                "key `{key}` is invalid: use up to 63 of [A-Za-z0-9_.-], optionally after a DNS prefix and `/`"
-            )));
-        }
-        if !is_label_value(value) {
-            return Err(SpecError::Label(format!(
-                "value `{value}` of `{key}` is invalid: use up to 63 of [A-Za-z0-9_.-], starting and ending alphanumeric"
-            )));
-        }
+        check_label(key, value)?;
+    }
+    Ok(())
+}
+
+/// One label's key and value by Kubernetes' rules (reserved prefixes allowed).
+pub fn check_label(key: &str, value: &str) -> Result<(), SpecError> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if prefix.is_some_and(|p| p.is_empty() || p.len() > 253 || !p.split('.').all(crate::names::is_rfc1123_label))
+        || !is_label_value(name)
+        || name.is_empty()
+    {
+        return Err(SpecError::Label(format!(
+            "key `{key}` is invalid: use up to 63 of [A-Za-z0-9_.-], optionally after a DNS prefix and `/`"
+        )));
+    }
+    if !is_label_value(value) {
+        return Err(SpecError::Label(format!(
+            "value `{value}` of `{key}` is invalid: use up to 63 of [A-Za-z0-9_.-], starting and ending alphanumeric"
+        )));
     }
     Ok(())
 }

@@ -17,6 +17,8 @@ use std::{
 };
 
 use schemars::JsonSchema;
+
+use crate::http::capability::Capability;
 use serde::{Deserialize, Serialize};
 
 /// A checked request: who the server is and what it runs. A warm-pool member fits a request
@@ -41,6 +43,8 @@ pub struct Identity {
     pub expires_at: SystemTime,
     /// Stop the server after this long without MCP traffic (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// The token its URLs carry (`None`: `--server-auth none`, or a door that cannot check one).
+    pub capability: Option<Capability>,
 }
 
 /// What runs, and with what: everything that makes two servers interchangeable.
@@ -57,6 +61,8 @@ pub struct Launch {
     /// The image a `Command` server runs in on Kubernetes, when its preset names one (else the
     /// runtime's `--server-image`).
     pub command_image: Option<String>,
+    /// Where the server may connect to (Kubernetes, through its NetworkPolicy).
+    pub egress: Egress,
 }
 
 impl Identity {
@@ -65,7 +71,16 @@ impl Identity {
     pub fn fresh(base: &str, preset: Option<String>, labels: BTreeMap<String, String>, ttl: Duration) -> Identity {
         let created_at = SystemTime::now();
         let name = crate::names::generate(base);
-        Identity { name, preset, labels, ttl, created_at, expires_at: created_at + ttl, idle_timeout: None }
+        Identity {
+            name,
+            preset,
+            labels,
+            ttl,
+            created_at,
+            expires_at: created_at + ttl,
+            idle_timeout: None,
+            capability: None,
+        }
     }
 }
 
@@ -77,6 +92,18 @@ pub enum ImageTransport {
     Stdio,
     /// It serves streamable HTTP (`/mcp`) and SSE (`/sse`) itself on `image_port`.
     Http,
+}
+
+/// Where a server may open connections to; serialized as `open` / `none`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Egress {
+    /// Anywhere (the default).
+    #[default]
+    Open,
+    /// Nowhere but the cluster's DNS: its NetworkPolicy allows port 53 to kube-dns and nothing
+    /// else. Only the Kubernetes runtime with `--network-policy on` can enforce it.
+    None,
 }
 
 /// What runs.

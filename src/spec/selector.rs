@@ -55,6 +55,37 @@ impl LabelSelector {
         })
     }
 
+    /// The selector in Kubernetes' structured form (`matchLabels`, `matchExpressions`), as a
+    /// NetworkPolicy peer holds it; it selects exactly what [`Self::matches`] does.
+    pub(crate) fn to_kube(&self) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+        let mut labels = BTreeMap::new();
+        let mut expressions = Vec::new();
+        let expression = |key: &str, operator: &str, values: Option<Vec<String>>| LabelSelectorRequirement {
+            key: key.to_string(),
+            operator: operator.to_string(),
+            values,
+        };
+        for r in &self.0 {
+            match r {
+                // A second, different value for a key cannot go in matchLabels.
+                Requirement::Equals(k, v) if labels.get(k).is_some_and(|have| have != v) => {
+                    expressions.push(expression(k, "In", Some(vec![v.clone()])))
+                }
+                Requirement::Equals(k, v) => {
+                    labels.insert(k.clone(), v.clone());
+                }
+                Requirement::NotEquals(k, v) => expressions.push(expression(k, "NotIn", Some(vec![v.clone()]))),
+                Requirement::Exists(k) => expressions.push(expression(k, "Exists", None)),
+                Requirement::Absent(k) => expressions.push(expression(k, "DoesNotExist", None)),
+            }
+        }
+        LabelSelector {
+            match_labels: (!labels.is_empty()).then_some(labels),
+            match_expressions: (!expressions.is_empty()).then_some(expressions),
+        }
+    }
+
     /// The selector in Kubernetes' text form.
     pub fn to_query(&self) -> String {
         self.0
@@ -84,5 +115,24 @@ mod tests {
         }
         assert!(LabelSelector::parse("a b").is_err());
         assert_eq!(LabelSelector::parse("a=b, !c").unwrap().to_query(), "a=b,!c");
+    }
+
+    #[test]
+    fn the_structured_form_says_the_same_as_the_text() {
+        let kube = LabelSelector::parse("team=a,tier!=x,ready,!gone,team=b").unwrap().to_kube();
+        assert_eq!(kube.match_labels, Some(BTreeMap::from([("team".to_string(), "a".to_string())])));
+        let exprs: Vec<(String, String, Option<Vec<String>>)> =
+            kube.match_expressions.unwrap().into_iter().map(|e| (e.key, e.operator, e.values)).collect();
+        let own = |s: &str| s.to_string();
+        assert_eq!(
+            exprs,
+            [
+                (own("tier"), own("NotIn"), Some(vec![own("x")])),
+                (own("ready"), own("Exists"), None),
+                (own("gone"), own("DoesNotExist"), None),
+                (own("team"), own("In"), Some(vec![own("b")])),
+            ]
+        );
+        assert_eq!(LabelSelector::parse("").unwrap().to_kube(), Default::default());
     }
 }

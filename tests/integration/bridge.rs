@@ -7,10 +7,23 @@ use crate::support::*;
 
 /// Start `mcp-ephemeral bridge` on a free port; returns the process and its base URL.
 async fn start_bridge(command: &[&str]) -> (tokio::process::Child, String) {
+    let (child, base, _) = start_bridge_with(&[], &[], command).await;
+    (child, base)
+}
+
+/// [`start_bridge`] with extra bridge flags and environment; its stderr lines are kept too.
+async fn start_bridge_with(
+    flags: &[&str],
+    env: &[(&str, &str)],
+    command: &[&str],
+) -> (tokio::process::Child, String, Logs) {
     let mut child = tokio::process::Command::new(BIN)
-        .args(["bridge", "--listen", "127.0.0.1:0", "--"])
+        .args(["bridge", "--listen", "127.0.0.1:0"])
+        .args(flags)
+        .arg("--")
         .args(command)
         .env("npm_config_yes", "true")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -18,6 +31,8 @@ async fn start_bridge(command: &[&str]) -> (tokio::process::Child, String) {
         .expect("spawn bridge");
     let stderr = child.stderr.take().unwrap();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let logs = Logs::default();
+    let kept = logs.clone();
     tokio::spawn(async move {
         let mut addr_tx = Some(addr_tx);
         let mut lines = BufReader::new(stderr).lines();
@@ -28,6 +43,7 @@ async fn start_bridge(command: &[&str]) -> (tokio::process::Child, String) {
             {
                 let _ = tx.send(addr);
             }
+            kept.lock().unwrap().push(line);
         }
     });
     let addr = tokio::time::timeout(Duration::from_secs(20), addr_rx)
@@ -46,7 +62,51 @@ async fn start_bridge(command: &[&str]) -> (tokio::process::Child, String) {
         assert!(std::time::Instant::now() < deadline, "bridge not ready within 120 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    (child, base)
+    (child, base, logs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_token_env_the_bridge_answers_only_under_its_token_and_the_server_never_sees_it() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let token = "Tok3n_for-the-bridge-0123";
+        let show = "echo \"seen=${BRIDGE_TOKEN:-unset}\" >&2; exec uvx mcp-server-time";
+        let (mut bridge, base, logs) =
+            start_bridge_with(&["--token-env", "BRIDGE_TOKEN"], &[("BRIDGE_TOKEN", token)], &["sh", "-c", show]).await;
+        let http = reqwest::Client::new();
+        let post =
+            |url: String| http.post(url).header("accept", "application/json, text/event-stream").body("{}").send();
+        assert_eq!(post(format!("{base}/mcp")).await.unwrap().status(), 404, "no token");
+        assert_eq!(post(format!("{base}/{}/mcp", token.replace('T', "U"))).await.unwrap().status(), 404);
+        assert_eq!(http.get(format!("{base}/sse")).send().await.unwrap().status(), 404);
+        assert_eq!(http.get(format!("{base}/status")).send().await.unwrap().status(), 404);
+        assert_eq!(http.get(format!("{base}/{token}/status")).send().await.unwrap().status(), 200);
+        let client = connect_http(&format!("{base}/{token}/mcp")).await;
+        let res = call(&client, "get_current_time", json!({"timezone": "UTC"})).await;
+        assert!(text(&res).contains("UTC"), "{}", text(&res));
+        let sse = connect_sse(&format!("{base}/{token}/sse")).await;
+        assert!(sse.list_all_tools().await.expect("tools over SSE").iter().any(|t| t.name == "get_current_time"));
+        let _ = (client.cancel().await, sse.cancel().await);
+        let _ = bridge.kill().await;
+        let logs = logs.lock().unwrap().clone();
+        assert!(logs.iter().any(|l| l.contains("seen=unset")), "the server's process printed what it saw");
+        assert!(!logs.iter().any(|l| l.contains(token)), "the token reached the server or a log line");
+
+        // A missing or weak token stops the bridge before it starts anything.
+        for (env, says) in [(vec![], "not set"), (vec![("BRIDGE_TOKEN", "short")], "at least 22")] {
+            let out = tokio::process::Command::new(BIN)
+                .args(["bridge", "--listen", "127.0.0.1:0", "--token-env", "BRIDGE_TOKEN", "--", "true"])
+                .env_remove("BRIDGE_TOKEN")
+                .envs(env)
+                .output()
+                .await
+                .unwrap();
+            assert!(!out.status.success());
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("--token-env BRIDGE_TOKEN") && err.contains(says), "{err}");
+        }
+    })
+    .await
+    .expect("test finished in time");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

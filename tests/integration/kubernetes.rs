@@ -16,7 +16,6 @@ use k8s_openapi::api::{
 use mcp_ephemeral::runtime::kubernetes::rbac;
 use rmcp::{ServiceExt, transport::TokioChildProcess};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::{
     fake_kube::{Delays, FakeConfig, FakeKube, Script},
@@ -93,23 +92,8 @@ pub(crate) async fn kube_meta_with_env(c: &Cluster, extra: &[&str], env: &[(&str
     if !extra.contains(&"--ready-timeout") {
         cmd.args(["--ready-timeout", "30s"]);
     }
-    cmd.args(extra)
-        .env("KUBECONFIG", &c.kubeconfig)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .envs(env.iter().copied())
-        .env("MCP_EPHEMERAL_LOG", "mcp_ephemeral=debug");
-    let (transport, stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::piped()).spawn().expect("spawn meta");
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let kept = logs.clone();
-    let stderr = stderr.expect("stderr");
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("[meta-kube] {line}");
-            kept.lock().unwrap().push(line);
-        }
-    });
-    let client = Recorder::default().serve(transport).await.expect("initialize the meta server");
+    cmd.args(extra).env("KUBECONFIG", &c.kubeconfig).env_remove("KUBERNETES_SERVICE_HOST").envs(env.iter().copied());
+    let (client, logs) = meta_stdio_kept(cmd, "meta-kube").await;
     KubeMeta { client, logs }
 }
 
@@ -204,7 +188,9 @@ async fn create_waits_for_ready_and_makes_the_expected_objects_without_leaking_t
         let job = server["job_name"].as_str().unwrap().to_string();
         assert!(job.starts_with("time-"));
         let mcp = server["urls"]["mcp"].as_str().unwrap();
-        assert!(mcp.starts_with("http://127.0.0.1:") && mcp.ends_with(&format!("/servers/{job}/mcp")), "{mcp}");
+        assert!(mcp.starts_with("http://127.0.0.1:") && mcp.contains(&format!("/servers/{job}/")), "{mcp}");
+        let token = mcp.trim_end_matches("/mcp").rsplit('/').next().unwrap();
+        assert_eq!(token.len(), 22, "the capability token is the segment before mcp: {mcp}");
         assert_eq!(server["secret_env_names"], json!(["API_KEY"]));
 
         let (j, svc, secret, pods) = made_objects(&c.fake, &job);

@@ -11,6 +11,8 @@ mod support;
 mod bad_input;
 /// The bridge command: isolation between sessions, readiness, failures.
 mod bridge;
+/// Capability URLs: only the token opens a server, through every door; never logged.
+mod capability;
 /// A local server's environment: the kept variables, --pass-env and its own, nothing else.
 mod child_env;
 /// deploy/kubernetes/: exactly the RBAC the runtime uses, a locked-down pod, kubectl accepts it.
@@ -30,6 +32,9 @@ mod kubernetes;
 mod lifecycle;
 /// Mounted tools appear, answer and disappear, with tools/list_changed.
 mod mounting;
+/// Each Kubernetes server's NetworkPolicy (fake): owned by its Job, who it lets in, egress none,
+/// --network-policy off, bad selectors refused.
+mod network_policy;
 /// Property tests (proptest, in place of fuzzing) of every parser of untrusted input.
 mod properties;
 /// Quotas under concurrency: exactly --max-servers servers, on both runtimes.

@@ -728,7 +728,7 @@ fn create_arguments_resolve_to_a_valid_spec_or_a_clear_error() {
                 return Ok(());
             }
         };
-        let local = Capabilities { kind: RuntimeKind::Local, images: false };
+        let local = Capabilities { kind: RuntimeKind::Local, images: false, egress: false };
         let spec = match resolve(req, &live.presets, &policy, local) {
             Ok(spec) => spec,
             Err(e) => {

@@ -115,6 +115,28 @@ pub async fn meta_stdio_with_env(extra: &[&str], env: &[(&str, &str)]) -> (Clien
     (client, pid)
 }
 
+/// Every stderr line of a process, kept for asserts.
+pub type Logs = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Start `cmd` as a meta server on stdio; its stderr is echoed under `tag` and kept.
+pub async fn meta_stdio_kept(mut cmd: tokio::process::Command, tag: &'static str) -> (Client, Logs) {
+    become_subreaper();
+    cmd.env("MCP_EPHEMERAL_LOG", "mcp_ephemeral=debug");
+    let (transport, stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::piped()).spawn().expect("spawn meta");
+    let logs = Logs::default();
+    let kept = logs.clone();
+    let stderr = stderr.expect("stderr");
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[{tag}] {line}");
+            kept.lock().unwrap().push(line);
+        }
+    });
+    let client = Recorder::default().serve(transport).await.expect("initialize the meta server");
+    (client, logs)
+}
+
 /// A meta server on HTTP: the process and its `/mcp` URL.
 pub struct HttpMeta {
     pub child: tokio::process::Child,
@@ -174,6 +196,16 @@ fn drain(tag: &'static str, stderr: tokio::process::ChildStderr) {
             eprintln!("[{tag}] {line}");
         }
     });
+}
+
+/// A streamable HTTP client that sends `Authorization: Bearer <token>`.
+pub async fn connect_http_bearer(url: &str, token: &str) -> Client {
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let config = StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(token.to_string());
+    Recorder::default()
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
 pub async fn connect_http(url: &str) -> Client {

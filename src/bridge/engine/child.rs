@@ -51,7 +51,7 @@ pub struct ChildCommand {
 impl ChildCommand {
     /// `argv` with `env` on top of this process's whole environment ([`Inherit::All`]).
     pub fn new(argv: Vec<String>, env: Vec<(String, String)>) -> ChildCommand {
-        ChildCommand { argv, env, inherit: Inherit::All }
+        ChildCommand { argv, env, inherit: Inherit::default() }
     }
 }
 
@@ -128,13 +128,22 @@ impl Child {
     ) -> Result<Child, SpawnError> {
         let (program, args) = cmd.argv.split_first().ok_or(SpawnError::Empty)?;
         let mut command = Command::new(program);
-        if let Inherit::Minimal { pass } = &cmd.inherit {
-            command.env_clear().envs(environment::minimal(std::env::vars_os(), pass));
+        match &cmd.inherit {
+            Inherit::Minimal { pass } => {
+                command.env_clear().envs(environment::minimal(std::env::vars_os(), pass));
+            }
+            Inherit::All { hide } => {
+                for name in hide {
+                    command.env_remove(name);
+                }
+            }
+        }
+        // The meta server's and the bridge's own secrets are not the child's business.
+        for name in environment::NEVER {
+            command.env_remove(name);
         }
         command
             .args(args)
-            // The meta server's own secret is not the child's business.
-            .env_remove(environment::NEVER)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

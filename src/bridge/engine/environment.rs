@@ -36,15 +36,18 @@ const KEPT: [&str; 21] = [
 /// settings of uv and npm (a cache directory, an index).
 const KEPT_PREFIXES: [&str; 5] = ["LC_", "XDG_", "UV_", "npm_config_", "NPM_CONFIG_"];
 
-/// Never passed on, whatever is asked: the meta server's own bearer token.
-pub(crate) const NEVER: &str = "MCP_EPHEMERAL_TOKEN";
+/// Never passed on, whatever is asked: the meta server's own bearer token, and the capability
+/// token a server's bridge reads in its pod.
+pub const NEVER: [&str; 2] = ["MCP_EPHEMERAL_TOKEN", SERVER_TOKEN_ENV];
+
+/// Where a server's bridge finds its capability token in its pod (from the server's Secret).
+pub const SERVER_TOKEN_ENV: &str = "MCP_EPHEMERAL_SERVER_TOKEN";
 
 /// What a child inherits from this process's environment (its command's `env` comes on top).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inherit {
-    /// Everything but [`NEVER`] (the standalone bridge).
-    #[default]
-    All,
+    /// Everything but [`NEVER`] and `hide` (the standalone bridge: `hide` is its `--token-env`).
+    All { hide: Vec<String> },
     /// Only the kept variables and those named in `pass` (the local runtime's `--pass-env`).
     Minimal { pass: Vec<String> },
 }
@@ -58,9 +61,15 @@ pub fn kept(name: &str) -> bool {
 pub(crate) fn minimal(vars: impl Iterator<Item = (OsString, OsString)>, pass: &[String]) -> Vec<(OsString, OsString)> {
     vars.filter(|(k, _)| {
         let Some(k) = k.to_str() else { return false };
-        k != NEVER && (kept(k) || pass.iter().any(|p| p == k))
+        !NEVER.contains(&k) && (kept(k) || pass.iter().any(|p| p == k))
     })
     .collect()
+}
+
+impl Default for Inherit {
+    fn default() -> Self {
+        Inherit::All { hide: Vec::new() }
+    }
 }
 
 #[cfg(test)]
@@ -78,10 +87,11 @@ mod tests {
             "AWS_SECRET_ACCESS_KEY",
             "SOME_CANARY",
             "MY_VAR",
-            NEVER,
+            NEVER[0],
+            NEVER[1],
         ]
         .map(|k| (OsString::from(k), OsString::from("v")));
-        let got = minimal(vars.into_iter(), &["MY_VAR".into(), NEVER.into()]);
+        let got = minimal(vars.into_iter(), &["MY_VAR".into(), NEVER[0].into(), NEVER[1].into()]);
         let names: Vec<_> = got.iter().map(|(k, _)| k.to_str().unwrap()).collect();
         assert_eq!(names, ["PATH", "HOME", "LC_ALL", "XDG_CACHE_HOME", "UV_CACHE_DIR", "MY_VAR"]);
     }

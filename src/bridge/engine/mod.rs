@@ -3,7 +3,7 @@
 //! session (as its [`SessionOpener`]) and must not know about routes, streams or HTTP.
 
 mod child;
-mod environment;
+pub(crate) mod environment;
 pub(crate) mod logs;
 mod probe;
 

@@ -1,6 +1,6 @@
 //! The objects a server is made of, as pure functions of its spec: a Job, a Service and (for
-//! `secret_env`) a Secret. Nothing here talks to the API, so the exact objects are
-//! snapshot-tested.
+//! `secret_env` and the capability token) a Secret. Nothing here talks to the API, so the
+//! exact objects are snapshot-tested.
 //!
 //! Everything the meta server needs to know about a server later lives on its Job (labels and
 //! annotations): a restarted meta server lists and manages the servers of its predecessors.
@@ -26,6 +26,7 @@ use k8s_openapi::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    bridge::SERVER_TOKEN_ENV,
     runtime::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, rfc3339, standard_labels},
     spec::{ImageTransport, Resources, ServerSpec, Source},
 };
@@ -121,6 +122,14 @@ pub(crate) fn secret_name(job: &str) -> String {
     format!("{job}-env")
 }
 
+/// What answers on the server's port in its pod.
+pub(crate) fn pod_transport(spec: &ServerSpec, settings: &JobSettings) -> PodTransport {
+    match endpoint(spec, settings).1 {
+        ImageTransport::Stdio => PodTransport::Bridge,
+        ImageTransport::Http => PodTransport::Http,
+    }
+}
+
 /// Where the server's MCP endpoints answer in its pod, and whether its bridge has `/readyz`.
 pub(crate) fn endpoint(spec: &ServerSpec, settings: &JobSettings) -> (u16, ImageTransport) {
     match &spec.launch.source {
@@ -189,10 +198,15 @@ fn container_security() -> SecurityContext {
     }
 }
 
-fn bridge_argv(program: &str, command: &[String]) -> Vec<String> {
+/// The bridge's command line. With a token, it names the variable the token is in (the
+/// variable comes from the Secret): the token itself is on no command line.
+fn bridge_argv(program: &str, command: &[String], token: bool) -> Vec<String> {
     let listen = format!("0.0.0.0:{SERVER_PORT}");
-    [program, "bridge", "--listen", &listen, "--"]
+    let token_env = token.then_some(["--token-env", SERVER_TOKEN_ENV]).into_iter().flatten();
+    [program, "bridge", "--listen", &listen]
         .into_iter()
+        .chain(token_env)
+        .chain(["--"])
         .map(String::from)
         .chain(command.iter().cloned())
         .collect()
@@ -220,11 +234,12 @@ struct Run {
 
 impl Run {
     fn of(spec: &ServerSpec, settings: &JobSettings, transport: ImageTransport) -> Run {
+        let token = spec.identity.capability.is_some();
         match &spec.launch.source {
             Source::Command { argv } => Run {
                 image: spec.launch.command_image.clone().unwrap_or_else(|| settings.server_image.clone()),
                 command: Some(vec!["mcp-ephemeral".to_string()]),
-                args: bridge_argv("mcp-ephemeral", argv)[1..].to_vec(),
+                args: bridge_argv("mcp-ephemeral", argv, token)[1..].to_vec(),
                 bridge: true,
                 bridge_copy: None,
             },
@@ -239,7 +254,7 @@ impl Run {
                     ..Default::default()
                 };
                 let program = format!("{BRIDGE_DIR}/mcp-ephemeral");
-                let argv = bridge_argv(&program, args);
+                let argv = bridge_argv(&program, args, token);
                 Run {
                     image: image.clone(),
                     command: Some(vec![program]),
@@ -284,7 +299,7 @@ fn server_container(
         .iter()
         .map(|(k, v)| EnvVar { name: k.clone(), value: Some(v.clone()), ..Default::default() })
         .collect();
-    let env_from = (!spec.launch.secret_env.is_empty()).then(|| {
+    let env_from = secret(spec).is_some().then(|| {
         vec![EnvFromSource {
             secret_ref: Some(SecretEnvSource { name: secret_name(&spec.identity.name), optional: Some(false) }),
             ..Default::default()
@@ -436,13 +451,17 @@ pub(crate) fn service(spec: &ServerSpec, settings: &JobSettings, owner: OwnerRef
     }
 }
 
-/// The Secret holding `secret_env`, if there is any. It is created before its Job (the pod
-/// needs it to start) and given the Job as owner right after.
+/// The Secret holding `secret_env` and the capability token (as [`SERVER_TOKEN_ENV`], the
+/// variable the bridge reads it from), if there is either. It is created before its Job (the
+/// pod needs it to start) and given the Job as owner right after.
 pub(crate) fn secret(spec: &ServerSpec) -> Option<Secret> {
-    if spec.launch.secret_env.is_empty() {
+    let token = spec.identity.capability.as_ref().map(|t| (SERVER_TOKEN_ENV.to_string(), t.expose().to_string()));
+    let values: BTreeMap<String, String> =
+        spec.launch.secret_env.iter().map(|(k, v)| (k.clone(), v.clone())).chain(token).collect();
+    if values.is_empty() {
         return None;
     }
-    let data = spec.launch.secret_env.iter().map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes()))).collect();
+    let data = values.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect();
     Some(Secret {
         metadata: meta(secret_name(&spec.identity.name), spec),
         type_: Some("Opaque".into()),
@@ -470,6 +489,7 @@ mod tests {
                 created_at,
                 expires_at: created_at + Duration::from_secs(600),
                 idle_timeout: None,
+                capability: None,
             },
             launch: Launch {
                 source,
@@ -478,6 +498,7 @@ mod tests {
                 needs_kube_api: false,
                 resources: Resources { memory_limit: Some("256Mi".into()), ..Default::default() },
                 command_image: None,
+                egress: Default::default(),
             },
         }
     }
@@ -546,6 +567,33 @@ mod tests {
         no_secrets.launch.secret_env.clear();
         assert!(secret(&no_secrets).is_none());
         assert!(!yaml(&job(&no_secrets, &JobSettings::default())).contains("envFrom"));
+    }
+
+    #[test]
+    fn the_capability_token_is_in_the_secret_and_the_bridge_gets_only_its_variables_name() {
+        let mut s = preset_spec();
+        s.launch.secret_env.clear();
+        let token = crate::http::capability::Capability::generate();
+        s.identity.capability = Some(token.clone());
+        let secret = secret(&s).expect("a server with a token has a Secret");
+        let stored = &secret.data.as_ref().unwrap()[SERVER_TOKEN_ENV];
+        assert_eq!(stored.0, token.expose().as_bytes());
+        let job = job(&s, &JobSettings::default());
+        let text = yaml(&job);
+        assert!(!text.contains(token.expose()), "the token is on the Job");
+        let container = &job.spec.unwrap().template.spec.unwrap().containers[0];
+        let args = container.args.clone().unwrap();
+        assert!(args.windows(2).any(|w| w == ["--token-env", SERVER_TOKEN_ENV]), "{args:?}");
+        assert!(container.env_from.is_some(), "the pod reads the Secret");
+        // An HTTP image has no bridge to take the flag.
+        let mut http = spec(Source::Image {
+            image: "ghcr.io/x/y:1".into(),
+            args: vec![],
+            transport: Some(ImageTransport::Http),
+            port: None,
+        });
+        http.identity.capability = Some(token);
+        assert_eq!(pod_transport(&http, &JobSettings::default()), PodTransport::Http);
     }
 
     #[test]

@@ -1,18 +1,21 @@
-//! The Kubernetes runtime: each server is a Job (with a Service, and a Secret for `secret_env`),
-//! labelled so that the cluster, not this process, is the source of truth. A restarted meta
-//! server lists and deletes the servers of its predecessor; a crashed one leaves nothing that
-//! outlives its TTL (`activeDeadlineSeconds`, `ttlSecondsAfterFinished`).
+//! The Kubernetes runtime: each server is a Job (with a Service, a Secret for `secret_env` and
+//! its capability token, and a NetworkPolicy), labelled so that the cluster, not this process,
+//! is the source of truth. A restarted meta server lists and deletes the servers of its
+//! predecessor and reads their tokens back; a crashed one leaves nothing that outlives its TTL
+//! (`activeDeadlineSeconds`, `ttlSecondsAfterFinished`).
 
 pub(crate) mod client;
 mod dialer;
 mod directory;
 pub(crate) mod manifests;
+pub(crate) mod network_policy;
 mod pods;
 mod portforward;
 pub mod rbac;
 pub(crate) mod readiness;
 pub(crate) mod retry;
 pub(crate) mod status;
+mod tokens;
 mod transport;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -21,6 +24,7 @@ use futures::StreamExt;
 use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{Event, Pod, Secret, Service},
+    networking::v1::NetworkPolicy,
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -28,7 +32,10 @@ use kube::{
     runtime::watcher,
 };
 
-use self::{client::Connection, dialer::PodDialer, directory::PodDirectory, manifests::JobSettings, retry::ApiError};
+use self::{
+    client::Connection, dialer::PodDialer, directory::PodDirectory, manifests::JobSettings,
+    network_policy::PolicySettings, retry::ApiError,
+};
 use super::{
     DeletePhase, Deleted, Idleness, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY, Phase, Reason,
     RuntimeError, ServerInfo, StopReason, Urls, wake::Waker,
@@ -63,6 +70,8 @@ pub(crate) struct KubernetesRuntime {
     client: Client,
     namespace: String,
     settings: JobSettings,
+    /// Each server's NetworkPolicy (`None`: `--network-policy off`).
+    network: Option<PolicySettings>,
     urls: UrlMode,
     /// Which pod runs each server (a watch).
     directory: PodDirectory,
@@ -71,6 +80,8 @@ pub(crate) struct KubernetesRuntime {
     pool: Pool,
     /// How the gateway asks for a stopped server to be started.
     waker: Waker,
+    /// The servers' capability tokens (from their Secrets).
+    tokens: tokens::Tokens,
 }
 
 impl KubernetesRuntime {
@@ -79,6 +90,7 @@ impl KubernetesRuntime {
     pub(crate) fn start(
         conn: Connection,
         settings: JobSettings,
+        network: Option<PolicySettings>,
         urls: UrlMode,
         tasks: Tasks,
     ) -> Arc<KubernetesRuntime> {
@@ -90,10 +102,12 @@ impl KubernetesRuntime {
             client: conn.client,
             namespace: conn.namespace,
             settings,
+            network,
             urls,
             directory,
             pool,
             waker: Waker::default(),
+            tokens: tokens::Tokens::default(),
         });
         let sweeper = rt.clone();
         tasks.spawn_until_cancelled(async move { sweeper.sweep_orphans().await });
@@ -130,6 +144,15 @@ impl KubernetesRuntime {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    fn network_policies(&self) -> Api<NetworkPolicy> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Whether servers get a NetworkPolicy, so `egress: "none"` is enforced.
+    pub(crate) fn restricts_egress(&self) -> bool {
+        self.network.is_some()
+    }
+
     pub(crate) fn events(&self) -> Api<Event> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
@@ -140,6 +163,10 @@ impl KubernetesRuntime {
                 format!("http://{job}.{}.svc.cluster.local:{}", self.namespace, manifests::SERVER_PORT)
             }
             UrlMode::Gateway(base) => format!("{}/servers/{job}", base.trim_end_matches('/')),
+        };
+        let base = match self.tokens.cached(job).flatten() {
+            Some(token) => format!("{base}/{}", token.expose()),
+            None => base,
         };
         Urls { mcp: format!("{base}/mcp"), sse: format!("{base}/sse") }
     }
@@ -157,10 +184,25 @@ impl KubernetesRuntime {
         status::spec_annotation(job).transport == manifests::PodTransport::Bridge
     }
 
+    /// The path `path` (`status`, `catalog`, `mcp`) has at `job`'s bridge: under its token.
+    fn bridge_path(&self, job: &str, path: &str) -> String {
+        match self.tokens.cached(job).flatten() {
+            Some(token) => format!("/{}/{path}", token.expose()),
+            None => format!("/{path}"),
+        }
+    }
+
+    /// Server `name`'s Job; its token is known afterwards (for its URLs).
     pub(crate) async fn get_job(&self, name: &str) -> Result<Job, RuntimeError> {
         let jobs = self.jobs();
         match retry::call("get job", || jobs.get(name)).await {
-            Ok(job) => Ok(job),
+            Ok(job) => {
+                self.tokens
+                    .learn(&self.secrets(), name)
+                    .await
+                    .map_err(|e| e.into_runtime(format!("reading the token of server `{name}`")))?;
+                Ok(job)
+            }
             Err(e) if e.is_not_found() => Err(RuntimeError::NotFound(name.to_string())),
             Err(e) => Err(e.into_runtime(format!("reading server `{name}`"))),
         }
@@ -201,6 +243,12 @@ impl KubernetesRuntime {
             let same = |s: &Secret| carries(&s.metadata, &secret.metadata);
             retry::create("create secret", &self.secrets(), secret, same).await?;
         }
+        if let Err(e) = self.create_network_policy(spec).await {
+            if secret.is_some() {
+                self.delete_quietly(&self.secrets(), &manifests::secret_name(name)).await;
+            }
+            return Err(e);
+        }
         let job_manifest = manifests::job(spec, &self.settings);
         let same = |j: &Job| carries(&j.metadata, &job_manifest.metadata);
         let job = match retry::create("create job", &self.jobs(), &job_manifest, same).await {
@@ -208,6 +256,9 @@ impl KubernetesRuntime {
             Err(e) => {
                 if secret.is_some() {
                     self.delete_quietly(&self.secrets(), &manifests::secret_name(name)).await;
+                }
+                if self.network.is_some() {
+                    self.delete_quietly(&self.network_policies(), name).await;
                 }
                 return Err(e);
             }
@@ -225,12 +276,35 @@ impl KubernetesRuntime {
             let params = PatchParams::default();
             rest = retry::call("patch secret", || secrets.patch(&secret_name, &params, &patch)).await.map(|_| ());
         }
+        if rest.is_ok() && self.network.is_some() {
+            rest = self.own_network_policy(name, &owner).await;
+        }
         if let Err(e) = rest {
             // Half a server is worse than none.
             let _ = self.remove(name).await;
             return Err(e);
         }
         Ok(job)
+    }
+
+    /// The server's NetworkPolicy, made before its Job so that its pod never runs without one
+    /// (nothing with `--network-policy off`).
+    async fn create_network_policy(&self, spec: &ServerSpec) -> Result<(), ApiError> {
+        let Some(network) = &self.network else { return Ok(()) };
+        let policy = network_policy::network_policy(spec, &self.settings, network);
+        let same = |p: &NetworkPolicy| carries(&p.metadata, &policy.metadata);
+        retry::create("create network policy", &self.network_policies(), &policy, same).await.map(|_| ())
+    }
+
+    /// Make the Job the NetworkPolicy's owner: it goes with the Job.
+    async fn own_network_policy(
+        &self,
+        name: &str,
+        owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    ) -> Result<(), ApiError> {
+        let (policies, params) = (self.network_policies(), PatchParams::default());
+        let patch = Patch::Merge(serde_json::json!({"metadata": {"ownerReferences": [owner]}}));
+        retry::call("patch network policy", || policies.patch(name, &params, &patch)).await.map(|_| ())
     }
 
     async fn delete_quietly<K>(&self, api: &Api<K>, name: &str)
@@ -252,6 +326,13 @@ impl KubernetesRuntime {
         }
         if delete_named(&self.services(), name).await? {
             removed.push(format!("service/{name}"));
+        }
+        // Also with --network-policy off: a previous run may have made one.
+        match delete_named(&self.network_policies(), name).await {
+            Ok(true) => removed.push(format!("networkpolicy/{name}")),
+            Ok(false) => {}
+            Err(e) if e.is_forbidden() && self.network.is_none() => {}
+            Err(e) => return Err(e),
         }
         let secret = manifests::secret_name(name);
         if delete_named(&self.secrets(), &secret).await? {
@@ -325,6 +406,13 @@ impl KubernetesRuntime {
                 self.delete_quietly(&services, &s.name_any()).await;
             }
         }
+        let policies = self.network_policies();
+        if let Ok(list) = retry::call("list network policies", || policies.list(&managed)).await {
+            for p in list.items.iter().filter(|p| old(&p.metadata)) {
+                tracing::info!(network_policy = %p.name_any(), "deleting a NetworkPolicy whose server is gone");
+                self.delete_quietly(&policies, &p.name_any()).await;
+            }
+        }
     }
 }
 
@@ -370,7 +458,15 @@ impl KubernetesRuntime {
                 "`{image}` speaks stdio (image_transport \"stdio\"), so it runs behind the bridge, which needs the command to start in `runtime_args` (an image's ENTRYPOINT cannot be read from the cluster), e.g. [\"node\", \"dist/index.js\"]; or set image_transport \"http\" if it serves MCP over HTTP itself"
             )));
         }
+        let mut spec = spec;
+        if manifests::pod_transport(&spec, &self.settings) == manifests::PodTransport::Http {
+            // An image's own HTTP server cannot check a token: a URL with one would only
+            // pretend to be closed. Its door is the NetworkPolicy.
+            spec.identity.capability = None;
+        }
+        let token = spec.identity.capability.clone();
         let job = self.create_objects(spec).await?;
+        self.tokens.insert(&job.name_any(), token);
         tracing::info!(server = %job.name_any(), namespace = %self.namespace, "job created");
         Ok(self.info(&job, None))
     }
@@ -407,6 +503,8 @@ impl KubernetesRuntime {
         );
         let jobs = jobs.map_err(|e| e.into_runtime("listing servers"))?.items;
         let pods = pods.map_err(|e| e.into_runtime("listing servers"))?.items;
+        let names: Vec<String> = jobs.iter().map(|j| j.name_any()).collect();
+        self.tokens.learn_all(&self.secrets(), &names).await.map_err(|e| e.into_runtime("reading servers' tokens"))?;
         let mut by_job: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
         for pod in pods {
             if let Some(instance) = pod.labels().get(LABEL_INSTANCE).cloned() {
@@ -437,6 +535,7 @@ impl KubernetesRuntime {
     pub(crate) async fn delete(&self, name: &str, wait: bool) -> Result<Deleted, RuntimeError> {
         let removed = self.remove(name).await.map_err(|e| e.into_runtime(format!("deleting `{name}`")))?;
         let already_gone = removed.is_empty();
+        self.tokens.forget(name);
         let gone = already_gone || (wait && self.pods_gone(name, DELETE_WAIT).await);
         let phase = if gone { DeletePhase::Deleted } else { DeletePhase::Terminating };
         tracing::info!(server = name, ?phase, "deleted");
@@ -504,7 +603,7 @@ impl KubernetesRuntime {
             )));
         }
         let unreadable = |why: String| RuntimeError::Unsupported(format!("cannot read the tools of `{name}`: {why}"));
-        match self.pool.get(name, "/catalog", CATALOG_WAIT).await {
+        match self.pool.get(name, &self.bridge_path(name, "catalog"), CATALOG_WAIT).await {
             Ok((hyper::StatusCode::OK, body)) => serde_json::from_slice(&body).map_err(|e| unreadable(e.to_string())),
             Ok((code, body)) => {
                 Err(unreadable(format!("its bridge answered {code}: {}", String::from_utf8_lossy(&body))))
@@ -636,7 +735,7 @@ impl KubernetesRuntime {
     /// `None` when it does not answer within a second.
     async fn bridge_status(&self, job: &str) -> Option<crate::bridge::BridgeStatus> {
         const STATUS_WAIT: Duration = Duration::from_secs(1);
-        match self.pool.get(job, "/status", STATUS_WAIT).await {
+        match self.pool.get(job, &self.bridge_path(job, "status"), STATUS_WAIT).await {
             Ok((hyper::StatusCode::OK, body)) => serde_json::from_slice(&body).ok(),
             Ok((code, _)) => {
                 tracing::debug!(server = job, %code, "the bridge's /status failed");
@@ -661,5 +760,22 @@ impl KubernetesRuntime {
             .await
             .map_err(|e| e.into_runtime(format!("reading the logs of pod `{name}`")))?;
         Ok(text.lines().map(str::to_string).collect())
+    }
+}
+
+/// The gateway learns a server's token from its Secret (once; then from memory).
+impl crate::gateway::Keys for KubernetesRuntime {
+    fn key<'a>(&'a self, job: &'a str) -> futures::future::BoxFuture<'a, Option<crate::gateway::Key>> {
+        use crate::gateway::Key;
+        Box::pin(async move {
+            match self.tokens.learn(&self.secrets(), job).await {
+                Ok(token) => Some(token.map_or(Key::Open, Key::Token)),
+                Err(e) => {
+                    // The dial that follows reports the trouble; without a token nothing passes.
+                    tracing::warn!(server = job, error = %e, "cannot read the server's token");
+                    None
+                }
+            }
+        })
     }
 }

@@ -26,6 +26,14 @@ pub const API_ACCESS: &[Access] = &[
     // the Secret is created before its Job and then given the Job as owner (patch); list and
     // delete sweep Secrets whose Job never came to be (a crash between the two creates).
     Access { group: "", resource: "secrets", verbs: &["create", "get", "list", "delete", "patch"] },
+    // one NetworkPolicy per server (--network-policy on): created before its Job, then given
+    // the Job as owner (patch); get reads back a create whose answer was lost; list and delete
+    // sweep policies whose Job never came to be, and delete removes one with its server.
+    Access {
+        group: "networking.k8s.io",
+        resource: "networkpolicies",
+        verbs: &["create", "get", "list", "delete", "patch"],
+    },
     // the events of a failing pod go into the error message.
     Access { group: "", resource: "events", verbs: &["list"] },
 ];

@@ -1,7 +1,8 @@
 //! What the API server does to an object before storing it: the defaults it fills (Job selector
-//! and labels, pod spec defaults, Service cluster IP, Secret `stringData`), the status it resets on
-//! create, and the validation that answers 422 Invalid (names, labels, Job/Pod/Secret rules,
-//! immutable fields). Wording follows the real messages.
+//! and labels, pod spec defaults, Service cluster IP, Secret `stringData`, NetworkPolicy
+//! `policyTypes` and port protocols), the status it resets on create, and the validation that
+//! answers 422 Invalid (names, labels, Job/Pod/Secret/NetworkPolicy rules, immutable fields).
+//! Wording follows the real messages.
 
 use serde_json::{Map, Value, json};
 
@@ -241,6 +242,7 @@ pub(crate) fn prepare_create(rt: &ResourceType, obj: &mut Value, store: &mut Sto
             fold_string_data(obj);
             default(obj.as_object_mut().expect("object"), "type", json!("Opaque"));
         }
+        ("networking.k8s.io", "networkpolicies") => default_network_policy(obj),
         ("", "namespaces") => {
             let labels = obj_mut(obj_mut_value(obj, "metadata"), "labels");
             labels.insert("kubernetes.io/metadata.name".into(), json!(name));
@@ -255,6 +257,27 @@ pub(crate) fn prepare_create(rt: &ResourceType, obj: &mut Value, store: &mut Sto
     }
 }
 
+/// SetDefaults_NetworkPolicy: a port's protocol is TCP; without `policyTypes` a policy is
+/// `Ingress`, and `Egress` too when it has egress rules.
+fn default_network_policy(obj: &mut Value) {
+    let spec = obj_mut(obj, "spec");
+    for rules in ["ingress", "egress"] {
+        for rule in spec.get_mut(rules).and_then(Value::as_array_mut).into_iter().flatten() {
+            for p in rule.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                if let Some(p) = p.as_object_mut() {
+                    default(p, "protocol", json!("TCP"));
+                }
+            }
+        }
+    }
+    if spec.get("policyTypes").and_then(Value::as_array).is_none_or(Vec::is_empty) {
+        let egress = spec.get("egress").and_then(Value::as_array).is_some_and(|e| !e.is_empty());
+        let types = if egress { json!(["Ingress", "Egress"]) } else { json!(["Ingress"]) };
+        spec.insert("policyTypes".into(), types);
+    }
+    default(spec, "podSelector", json!({}));
+}
+
 fn obj_mut_value<'a>(v: &'a mut Value, field: &str) -> &'a mut Value {
     if !v[field].is_object() {
         v[field] = json!({});
@@ -267,6 +290,9 @@ fn obj_mut_value<'a>(v: &'a mut Value, field: &str) -> &'a mut Value {
 pub(crate) fn prepare_update(rt: &ResourceType, obj: &mut Value, old: &Value) {
     if is(rt, "", "secrets") {
         fold_string_data(obj);
+    }
+    if is(rt, "networking.k8s.io", "networkpolicies") {
+        default_network_policy(obj);
     }
     if is(rt, "", "services") && obj["spec"].is_object() {
         for f in ["clusterIP", "clusterIPs"] {
@@ -358,6 +384,124 @@ fn check_labels(errs: &mut Vec<FieldError>, field: &str, labels: &Value) {
         if !is_label_value(v) {
             errs.push(FieldError::invalid(field, v, LABEL_VALUE_MSG));
         }
+    }
+}
+
+/// ValidateLabelSelector: `matchLabels` as labels; each of `matchExpressions` a qualified key,
+/// a known operator, and values exactly when the operator takes them.
+fn check_label_selector(errs: &mut Vec<FieldError>, path: &str, selector: &Value) {
+    check_labels(errs, &format!("{path}.matchLabels"), &selector["matchLabels"]);
+    for (i, e) in selector["matchExpressions"].as_array().into_iter().flatten().enumerate() {
+        let f = format!("{path}.matchExpressions[{i}]");
+        check_qualified_name(errs, &format!("{f}.key"), e["key"].as_str().unwrap_or_default());
+        let values = e["values"].as_array().map_or(0, Vec::len);
+        match e["operator"].as_str().unwrap_or_default() {
+            "In" | "NotIn" if values == 0 => errs.push(FieldError::required(
+                format!("{f}.values"),
+                "must be specified when `operator` is 'In' or 'NotIn'",
+            )),
+            "Exists" | "DoesNotExist" if values > 0 => errs.push(FieldError::forbidden(
+                format!("{f}.values"),
+                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            op => errs.push(FieldError::invalid(format!("{f}.operator"), op, "not a valid selector operator")),
+        }
+        for (j, v) in e["values"].as_array().into_iter().flatten().enumerate() {
+            let v = v.as_str().unwrap_or_default();
+            if v.len() > 63 || !is_label_value(v) {
+                errs.push(FieldError::invalid(format!("{f}.values[{j}]"), v, LABEL_VALUE_MSG));
+            }
+        }
+    }
+}
+
+/// ValidateNetworkPolicySpec: the pod selector, each rule's ports (protocol, port number or
+/// name, endPort) and peers (one kind each: pods and/or namespaces, or an ipBlock), and
+/// `policyTypes`.
+fn check_network_policy(errs: &mut Vec<FieldError>, spec: &Value) {
+    check_label_selector(errs, "spec.podSelector", &spec["podSelector"]);
+    for (rules, peers) in [("ingress", "from"), ("egress", "to")] {
+        for (i, rule) in spec[rules].as_array().into_iter().flatten().enumerate() {
+            for (j, p) in rule["ports"].as_array().into_iter().flatten().enumerate() {
+                let f = format!("spec.{rules}[{i}].ports[{j}]");
+                let protocol = p["protocol"].as_str().unwrap_or("TCP");
+                if !matches!(protocol, "TCP" | "UDP" | "SCTP") {
+                    errs.push(FieldError::unsupported(format!("{f}.protocol"), protocol, &["SCTP", "TCP", "UDP"]));
+                }
+                match &p["port"] {
+                    Value::Null => {}
+                    Value::Number(n) => {
+                        if !n.as_i64().is_some_and(|n| (1..=65535).contains(&n)) {
+                            errs.push(FieldError::invalid(
+                                format!("{f}.port"),
+                                &n.to_string(),
+                                "must be between 1 and 65535, inclusive",
+                            ));
+                        }
+                    }
+                    Value::String(name) => {
+                        let ok = (1..=15).contains(&name.len())
+                            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                            && name.chars().any(|c| c.is_ascii_lowercase())
+                            && !name.starts_with('-')
+                            && !name.ends_with('-')
+                            && !name.contains("--");
+                        if !ok {
+                            errs.push(FieldError::invalid(format!("{f}.port"), name, "must be an IANA_SVC_NAME"));
+                        }
+                    }
+                    other => errs.push(FieldError::invalid(format!("{f}.port"), &other.to_string(), "must be a port")),
+                }
+                if let Some(end) = p["endPort"].as_i64() {
+                    match p["port"].as_i64() {
+                        None => errs.push(FieldError::invalid(
+                            format!("{f}.endPort"),
+                            &end.to_string(),
+                            "may not be specified when `port` is non-numeric",
+                        )),
+                        Some(port) if end < port => errs.push(FieldError::invalid(
+                            format!("{f}.endPort"),
+                            &end.to_string(),
+                            "must be greater than or equal to `port`",
+                        )),
+                        Some(_) => {}
+                    }
+                }
+            }
+            for (k, peer) in rule[peers].as_array().into_iter().flatten().enumerate() {
+                let f = format!("spec.{rules}[{i}].{peers}[{k}]");
+                let has = |key: &str| peer[key].is_object();
+                let selectors = ["podSelector", "namespaceSelector"].iter().filter(|k| has(k)).count();
+                if selectors == 0 && !has("ipBlock") {
+                    errs.push(FieldError::required(f.clone(), "must specify a peer"));
+                } else if selectors > 0 && has("ipBlock") {
+                    errs.push(FieldError::forbidden(f.clone(), "may not specify both ipBlock and another peer"));
+                }
+                for sel in ["podSelector", "namespaceSelector"] {
+                    if has(sel) {
+                        check_label_selector(errs, &format!("{f}.{sel}"), &peer[sel]);
+                    }
+                }
+                if has("ipBlock") && peer["ipBlock"]["cidr"].as_str().is_none_or(str::is_empty) {
+                    errs.push(FieldError::required(format!("{f}.ipBlock.cidr"), ""));
+                }
+            }
+        }
+    }
+    let types = spec["policyTypes"].as_array().cloned().unwrap_or_default();
+    for (i, t) in types.iter().enumerate() {
+        let t = t.as_str().unwrap_or_default();
+        if !matches!(t, "Ingress" | "Egress") {
+            errs.push(FieldError::unsupported(format!("spec.policyTypes[{i}]"), t, &["Ingress", "Egress"]));
+        }
+    }
+    if types.len() > 2 {
+        errs.push(FieldError::invalid(
+            "spec.policyTypes",
+            &summary(&json!(types)),
+            "may not specify more than two policyTypes",
+        ));
     }
 }
 
@@ -504,6 +648,7 @@ pub(crate) fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> V
                 }
             }
         }
+        ("networking.k8s.io", "networkpolicies") => check_network_policy(&mut errs, &obj["spec"]),
         ("", "services") => {
             let spec = &obj["spec"];
             let headless = spec["clusterIP"].as_str() == Some("None");

@@ -12,6 +12,7 @@
 //! the process kubelet's test seams.
 //!
 //! Not modelled: exec/attach, and port-forward to scripted pods (answered 501 and recorded);
+//! NetworkPolicy enforcement (policies are stored and validated, traffic is not filtered);
 //! authentication and RBAC (everything is allowed unless a fault says 403); admission webhooks,
 //! quotas, more than one node; `resourceVersion` on GET/list (always the latest state) and list
 //! snapshots across pages; server-side apply field ownership (apply = merge patch that may
