@@ -163,7 +163,7 @@ async fn run() -> Result<()> {
         }
     }
     if cfg.sections.iter().any(|s| s == "meta") {
-        report.meta = Some(meta_section(&bin, &tools, &cfg).await);
+        report.meta = Some(meta_section(&bench, &bin, &tools, &cfg).await);
     }
     if cfg.sections.iter().any(|s| s == "kube") {
         report.kube = Some(kube_section(&bench, &bin, &cfg).await);
@@ -356,7 +356,7 @@ async fn bridge_section(bench: &Bench<'_>, cfg: &Config, bin: &Path, server: &Se
     report.calls[first..].sort_by_key(order);
 }
 
-async fn meta_section(bin: &Path, tools: &tools::Tools, cfg: &Config) -> MetaResults {
+async fn meta_section(bench: &Bench<'_>, bin: &Path, tools: &tools::Tools, cfg: &Config) -> MetaResults {
     eprintln!("suite: == meta server ==");
     let start = meta::start_times(bin, tools, cfg.starts).await.into();
     let idle = meta::idle_memory(bin, tools).await.into();
@@ -369,7 +369,9 @@ async fn meta_section(bin: &Path, tools: &tools::Tools, cfg: &Config) -> MetaRes
     let _ = std::fs::remove_dir_all(&cache);
     eprintln!("suite: list_mcp_servers with {} servers on the fake Kubernetes API", cfg.list_servers);
     let list = kube::list_servers(bin, tools, cfg.list_servers, cfg.lists).await.into();
-    MetaResults { start, idle, creates, lifecycle, list }
+    eprintln!("suite: a local server directly and through the HTTP meta server's gateway, {} calls", cfg.calls);
+    let local_gateway = gateway::local_gateway_figures(bench, bin, cfg.calls, cfg.concurrency, cfg.paced).await.into();
+    MetaResults { start, idle, creates, lifecycle, list, local_gateway }
 }
 
 /// The Kubernetes runtime on the fake API server with its process kubelet.

@@ -39,7 +39,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
-            commands::serve(*args).await?;
+            // Boxed: the whole meta server's future is deep enough to overflow the compiler's
+            // layout query limit when it is inlined here (release builds).
+            Box::pin(commands::serve(*args)).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bridge(args) => {

@@ -111,8 +111,8 @@ impl Cluster {
     }
 
     /// The bridge of `job` at its pod address (the process kubelet maps the pod's port to a
-    /// port of its own loopback IP).
-    fn direct_url(&self, job: &str) -> Result<String> {
+    /// port of its own loopback IP), under the capability token of its handed-out URL.
+    fn direct_url(&self, job: &str, handed_out: &str) -> Result<String> {
         let process = self
             .fake
             .started_processes()
@@ -121,7 +121,8 @@ impl Cluster {
             .context("the bridge process of the pod")?;
         let listen = process.launch.args.iter().skip_while(|a| *a != "--listen").nth(1).context("--listen")?;
         let port = listen.rsplit(':').next().context("a port")?;
-        Ok(format!("http://127.0.0.1:{port}/mcp"))
+        let token = handed_out.strip_suffix("/mcp").and_then(|u| u.rsplit('/').next()).context("a token")?;
+        Ok(format!("http://127.0.0.1:{port}/{token}/mcp"))
     }
 }
 
@@ -138,7 +139,7 @@ pub async fn gateway_figures(
         let server = c.meta.call("create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await?;
         let job = server["job_name"].as_str().context("job_name")?.to_string();
         let gateway_url = server["urls"]["mcp"].as_str().context("urls.mcp")?.to_string();
-        let direct_url = c.direct_url(&job)?;
+        let direct_url = c.direct_url(&job, &gateway_url)?;
         let route = |label: &'static str, url: String| async move {
             let target = vec!["--http".to_string(), url];
             let (tool, args) = ("get_current_time", r#"{"timezone":"UTC"}"#);
@@ -159,6 +160,52 @@ pub async fn gateway_figures(
     }
     .await;
     c.stop().await;
+    result
+}
+
+/// A local `time` server reached directly (the URL a stdio meta server hands out: its own
+/// loopback listener) and through the HTTP meta server's gateway (`/servers/<name>/<token>/mcp`
+/// on the meta listener, what a remote agent gets): what the extra hop costs.
+pub async fn local_gateway_figures(
+    bench: &Bench<'_>,
+    bin: &Path,
+    calls: usize,
+    concurrency: usize,
+    sessions: usize,
+) -> Result<GatewayFigures> {
+    let stdio = Meta::start(bin, bench.tools, &[], &[], "serve-local-direct.log").await?;
+    let http = Meta::start_http(bin, bench.tools, &[], "serve-local-gateway.log").await;
+    let (http, _) = match http {
+        Ok(h) => h,
+        Err(e) => {
+            stdio.stop().await;
+            return Err(e);
+        }
+    };
+    let result = async {
+        let create = json!({"preset": "time", "wait_for_ready": true});
+        let direct = stdio.call("create_mcp_server", create.clone()).await?;
+        let through = http.call("create_mcp_server", create).await?;
+        let url = |v: &Value| v["urls"]["mcp"].as_str().map(String::from).context("urls.mcp");
+        let (direct_url, gateway_url) = (url(&direct)?, url(&through)?);
+        let route = |label: &'static str, url: String| async move {
+            let target = vec!["--http".to_string(), url];
+            let (tool, args) = ("get_current_time", r#"{"timezone":"UTC"}"#);
+            let c1 = bench.calls(&format!("local/{label}/c1"), &target, tool, args, calls, 1).await.into();
+            let cn =
+                bench.calls(&format!("local/{label}/c{concurrency}"), &target, tool, args, calls, concurrency).await;
+            let pause = Duration::from_secs(2);
+            let session = bench.paced_connects(&format!("local/{label}/paced"), &target, sessions, pause).await;
+            Route { c1, cn: cn.into(), session: session.into() }
+        };
+        sample_load();
+        let direct = route("direct", direct_url).await;
+        let gateway = route("gateway", gateway_url).await;
+        Ok(GatewayFigures { concurrency, direct, gateway, tunnels: 0, calls, sessions })
+    }
+    .await;
+    stdio.stop().await;
+    http.stop().await;
     result
 }
 

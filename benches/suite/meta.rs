@@ -181,6 +181,42 @@ impl Meta {
         Ok(Meta { client, group })
     }
 
+    /// `serve --transport http EXTRA…` on a free loopback port, driven over streamable HTTP;
+    /// its stderr goes to `logs/LOG`. Returns the meta server and its base URL.
+    pub async fn start_http(bin: &Path, tools: &Tools, extra: &[&str], log: &str) -> Result<(Meta, String)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let base = format!("http://127.0.0.1:{port}");
+        let log = std::fs::File::create(tools.root.join("logs").join(log))?;
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args(["serve", "--transport", "http", "--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0);
+        if let Some(dir) = &tools.uvx_dir {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let joined = std::env::join_paths(std::iter::once(dir.clone()).chain(std::env::split_paths(&path)))?;
+            cmd.env("PATH", joined);
+        }
+        let child = cmd.spawn().context("start serve --transport http")?;
+        let mut group = Group::adopt(child.id().context("serve pid")?);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if reqwest::get(format!("{base}/healthz")).await.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                group.stop(Duration::from_secs(1)).await;
+                bail!("serve --transport http did not answer /healthz within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let transport = StreamableHttpClientTransport::from_uri(format!("{base}/mcp"));
+        let client = ().serve(transport).await.context("initialize serve over HTTP")?;
+        Ok((Meta { client, group }, base))
+    }
+
     pub async fn call(&self, tool: &str, args: Value) -> Result<Value> {
         let params =
             CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().unwrap_or_default());

@@ -55,6 +55,8 @@ pub struct MetaResults {
     /// Wake on request and the stop/start round trip, local runtime.
     pub lifecycle: Outcome<Lifecycle>,
     pub list: Outcome<ListFigure>,
+    /// A local server directly and through the HTTP meta server's gateway.
+    pub local_gateway: Outcome<GatewayFigures>,
 }
 
 #[derive(Default)]
@@ -500,6 +502,27 @@ fn render_meta(md: &mut String, m: &MetaResults) {
         other => outcome_text(other),
     };
     let _ = writeln!(md, "| `list_mcp_servers`, 200 servers, `--runtime kubernetes` (fake API server) | {list} |");
+    let _ = writeln!(
+        md,
+        "\nA local `time` server: directly (the URL a stdio meta server hands out) and through the HTTP \
+         meta server's gateway (`/servers/<name>/<token>/mcp` on its listener, what a remote agent gets). \
+         New session as in the Kubernetes table below.\n"
+    );
+    match &m.local_gateway {
+        Outcome::Done(g) => {
+            let c = g.concurrency;
+            let _ = writeln!(
+                md,
+                "| route | calls/s C=1 | p50 ms C=1 | calls/s C={c} | p50 ms C={c} | new session p50 ms |"
+            );
+            let _ = writeln!(md, "|---|---|---|---|---|---|");
+            let _ = writeln!(md, "| direct (the server's listener) | {} |", route_cells(&g.direct));
+            let _ = writeln!(md, "| the meta server's gateway | {} |", route_cells(&g.gateway));
+        }
+        other => {
+            let _ = writeln!(md, "local gateway figures: {}", outcome_text(other));
+        }
+    }
 }
 
 /// "X ms median (p90 …, min …, max …, n=…)".

@@ -1,5 +1,6 @@
-//! The meta server's MCP face: the tools of the contract (DESIGN.md), mounted tools, the
-//! `config://version` resource, and `tools/list_changed` notifications to every client.
+//! The meta server's MCP face: the tools of the contract (DESIGN.md), mounted servers' tools,
+//! prompts and resources, the `config://version` resource, and the `list_changed`
+//! notifications to every client.
 
 mod error;
 mod mount_names;

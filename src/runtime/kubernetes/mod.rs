@@ -42,6 +42,7 @@ use super::{
 };
 use crate::{
     gateway::Pool,
+    http::capability::Capability,
     spec::{LabelSelector, ServerSpec},
     tasks::Tasks,
 };
@@ -64,6 +65,21 @@ pub(crate) enum UrlMode {
     ServiceDns,
     /// Outside: through the meta server's gateway at this base URL (`http://127.0.0.1:PORT`).
     Gateway(String),
+}
+
+impl UrlMode {
+    /// Server `job`'s URLs, under its token when it has one.
+    fn urls(&self, namespace: &str, job: &str, token: Option<&Capability>) -> Urls {
+        let base = match self {
+            UrlMode::ServiceDns => format!("http://{job}.{namespace}.svc.cluster.local:{}", manifests::SERVER_PORT),
+            UrlMode::Gateway(base) => format!("{}/servers/{job}", base.trim_end_matches('/')),
+        };
+        let base = match token {
+            Some(token) => format!("{base}/{}", token.expose()),
+            None => base,
+        };
+        Urls { mcp: format!("{base}/mcp"), sse: format!("{base}/sse") }
+    }
 }
 
 pub(crate) struct KubernetesRuntime {
@@ -158,17 +174,7 @@ impl KubernetesRuntime {
     }
 
     fn urls(&self, job: &str) -> Urls {
-        let base = match &self.urls {
-            UrlMode::ServiceDns => {
-                format!("http://{job}.{}.svc.cluster.local:{}", self.namespace, manifests::SERVER_PORT)
-            }
-            UrlMode::Gateway(base) => format!("{}/servers/{job}", base.trim_end_matches('/')),
-        };
-        let base = match self.tokens.cached(job).flatten() {
-            Some(token) => format!("{base}/{}", token.expose()),
-            None => base,
-        };
-        Urls { mcp: format!("{base}/mcp"), sse: format!("{base}/sse") }
+        self.urls.urls(&self.namespace, job, self.tokens.cached(job).flatten().as_ref())
     }
 
     pub(crate) fn info(&self, job: &Job, pod: Option<&Pod>) -> ServerInfo {
@@ -777,5 +783,22 @@ impl crate::gateway::Keys for KubernetesRuntime {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_carry_the_token_in_the_cluster_and_through_the_gateway() {
+        let token = Capability::parse("AbcdefghijklmnopqrstuV").unwrap();
+        let dns = UrlMode::ServiceDns.urls("ns1", "time-ab12cd34", Some(&token));
+        assert_eq!(dns.mcp, "http://time-ab12cd34.ns1.svc.cluster.local:8080/AbcdefghijklmnopqrstuV/mcp");
+        assert_eq!(dns.sse, "http://time-ab12cd34.ns1.svc.cluster.local:8080/AbcdefghijklmnopqrstuV/sse");
+        let gw = UrlMode::Gateway("http://127.0.0.1:9/".into()).urls("ns1", "time-ab12cd34", Some(&token));
+        assert_eq!(gw.mcp, "http://127.0.0.1:9/servers/time-ab12cd34/AbcdefghijklmnopqrstuV/mcp");
+        let open = UrlMode::ServiceDns.urls("ns1", "time-ab12cd34", None);
+        assert_eq!(open.mcp, "http://time-ab12cd34.ns1.svc.cluster.local:8080/mcp");
     }
 }
