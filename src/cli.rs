@@ -33,6 +33,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the MCPServer and MCPPool CustomResourceDefinitions as YAML (`| kubectl apply -f -`).
+    Crds {
+        /// Write them as DIR/mcpservers.yaml and DIR/mcppools.yaml instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// Print the version and git commit.
     Version,
 }
@@ -89,6 +95,10 @@ pub struct ServeArgs {
     /// Serve HTTP on a non-loopback address without a token (only behind your own auth).
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// Serve /metrics (Prometheus text) on a listener of its own, e.g. 127.0.0.1:9464 (with
+    /// --transport stdio the only way to reach it); behind --auth-token when one is set.
+    #[arg(long, value_name = "ADDR", env = "MCP_EPHEMERAL_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// What the servers' own doors check: `token` puts a random capability token in every URL
     /// handed out (other paths are 404); `none` lets whoever reaches a server's port use it.
     #[arg(long, value_enum, default_value = "token")]
@@ -163,6 +173,21 @@ pub struct KubeArgs {
     #[arg(long, env = "MCP_EPHEMERAL_CLIENT_SELECTOR",
           default_value = crate::runtime::kubernetes::network_policy::DEFAULT_CLIENT_SELECTOR)]
     pub client_selector: String,
+    /// Reconcile MCPServer and MCPPool resources: `auto` when their CRDs are installed.
+    #[arg(long, value_enum, default_value = "auto", env = "MCP_EPHEMERAL_CONTROLLER")]
+    pub controller: ControllerArg,
+    /// Elect one leader among the meta server's replicas with a Lease (`mcp-ephemeral-leader`)
+    /// in the namespace: only the leader reaps TTLs, stops idle servers and keeps warm pools;
+    /// every replica serves the tools. `off`: this process always leads (run one replica).
+    #[arg(long, value_enum, default_value = "on", env = "MCP_EPHEMERAL_LEADER_ELECTION")]
+    pub leader_election: Switch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ControllerArg {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

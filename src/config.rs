@@ -6,7 +6,8 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use crate::{
     bridge::{BridgeConfig, ChildCommand, Inherit, http::SessionLimits},
-    cli::{BridgeArgs, ImageTransportArg, KubeArgs, ServeArgs, ServerAuthArg, Switch, Transport},
+    cli::{BridgeArgs, ControllerArg, ImageTransportArg, KubeArgs, ServeArgs, ServerAuthArg, Switch, Transport},
+    declarative::ControllerMode,
     http::{Guard, capability::Capability},
     presets::Presets,
     runtime::{
@@ -47,6 +48,10 @@ pub(crate) struct KubeConfig {
     pub(crate) gateway_listen: Option<SocketAddr>,
     /// Each server's NetworkPolicy (`None`: `--network-policy off`).
     pub(crate) network_policy: Option<PolicySettings>,
+    /// Whether MCPServer resources are reconciled.
+    pub(crate) controller: ControllerMode,
+    /// Compete for the leader Lease (`--leader-election on`), or always lead.
+    pub(crate) leader_election: bool,
 }
 
 /// A checked `serve`.
@@ -57,6 +62,8 @@ pub(crate) struct ServeConfig {
     pub(crate) policy: Policy,
     /// Warm pools: preset name → members (from preset files, then `--warm-pool`).
     pub(crate) pools: BTreeMap<String, usize>,
+    /// `--metrics-listen`: `/metrics` on a listener of its own, behind its guard.
+    pub(crate) metrics_listen: Option<(SocketAddr, Guard)>,
 }
 
 /// A checked standalone `bridge`.
@@ -146,7 +153,11 @@ impl ServeArgs {
                 ServerAuthArg::None => ServerAuth::None,
             },
         };
-        Ok(ServeConfig { front, runtime, presets, policy, pools })
+        let token = self.auth_token.clone().filter(|t| !t.is_empty());
+        let metrics_listen = self
+            .metrics_listen
+            .map(|addr| (addr, Guard { allowed_hosts: allowed_hosts(addr, &self.allowed_hosts), token }));
+        Ok(ServeConfig { front, runtime, presets, policy, pools, metrics_listen })
     }
 
     /// What is wrong with the combination of flags.
@@ -160,6 +171,15 @@ impl ServeArgs {
             problems.push(format!(
                 "--listen {} is reachable from other machines: set --auth-token (or MCP_EPHEMERAL_TOKEN), or pass --insecure-no-auth if something else authenticates",
                 self.listen
+            ));
+        }
+        if let Some(addr) = self.metrics_listen
+            && !addr.ip().is_loopback()
+            && self.auth_token.as_deref().is_none_or(str::is_empty)
+            && !self.insecure_no_auth
+        {
+            problems.push(format!(
+                "--metrics-listen {addr} is reachable from other machines: set --auth-token (or MCP_EPHEMERAL_TOKEN), or pass --insecure-no-auth if something else authenticates"
             ));
         }
         if self.auth_token.as_deref().is_some_and(|t| t.len() < 16) {
@@ -210,6 +230,12 @@ impl ServeArgs {
             jobs,
             gateway_listen: kube.gateway_listen,
             network_policy,
+            controller: match kube.controller {
+                ControllerArg::Auto => ControllerMode::Auto,
+                ControllerArg::On => ControllerMode::On,
+                ControllerArg::Off => ControllerMode::Off,
+            },
+            leader_election: kube.leader_election == Switch::On,
         }
     }
 }

@@ -52,6 +52,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::presets(presets_dir.as_deref(), json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Crds { out_dir } => {
+            use mcp_ephemeral::runtime::kubernetes::crd;
+            match out_dir {
+                None => print!("{}", crd::definitions_yaml()?),
+                Some(dir) => {
+                    for (name, text) in crd::definition_files()? {
+                        std::fs::write(dir.join(&name), text)?;
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Version => {
             println!("{} {} ({})", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"), env!("MCP_EPHEMERAL_GIT_COMMIT"));
             Ok(ExitCode::SUCCESS)

@@ -27,7 +27,7 @@ pub use status::BridgeStatus;
 use engine::{Engine, EngineConfig, logs::LogRing};
 use http::{SessionLimits, SessionTable};
 
-use crate::tasks::Tasks;
+use crate::{metrics::Metrics, tasks::Tasks};
 
 /// How a bridge runs its server.
 #[derive(Debug, Clone)]
@@ -42,6 +42,9 @@ pub struct BridgeConfig {
     pub echo_stderr: bool,
     /// Where its MCP traffic is clocked (shared with whoever decides idleness).
     pub activity: Arc<Activity>,
+    /// Where its sessions, relayed requests and child exits are counted (the meta server's,
+    /// for an in-process bridge).
+    pub(crate) metrics: Metrics,
 }
 
 impl BridgeConfig {
@@ -53,6 +56,7 @@ impl BridgeConfig {
             limits: SessionLimits::default(),
             echo_stderr: false,
             activity: Arc::default(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -68,9 +72,9 @@ pub struct Bridge {
 impl Bridge {
     /// Start the probe (and the first spare) in the background, on a branch of `tasks`.
     pub fn start(cfg: BridgeConfig, tasks: &Tasks) -> Bridge {
-        let BridgeConfig { command, init_timeout, spares, limits, echo_stderr, activity } = cfg;
+        let BridgeConfig { command, init_timeout, spares, limits, echo_stderr, activity, metrics } = cfg;
         let tasks = tasks.child();
-        let engine = Engine::new(EngineConfig { command, init_timeout, spares, echo_stderr }, tasks.clone());
+        let engine = Engine::new(EngineConfig { command, init_timeout, spares, echo_stderr, metrics }, tasks.clone());
         let table = SessionTable::start(engine.opener(), limits, &tasks);
         engine.start();
         activity.touch();

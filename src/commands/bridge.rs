@@ -3,9 +3,10 @@
 //! fails fast.
 
 use crate::{
-    bridge::{Bridge, Readiness},
+    bridge::{Bridge, BridgeConfig, Readiness},
     cli::BridgeArgs,
     http::capability,
+    metrics::Metrics,
     tasks::Tasks,
 };
 
@@ -17,9 +18,11 @@ pub async fn bridge(args: BridgeArgs) -> std::io::Result<bool> {
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", run.listen)))?;
     let command = run.bridge.command.argv.clone();
-    let bridge = Bridge::start(run.bridge, &tasks);
+    // Its own registry; /metrics sits under the token like /status.
+    let metrics = Metrics::bridge_only();
+    let bridge = Bridge::start(BridgeConfig { metrics: metrics.clone(), ..run.bridge }, &tasks);
     let guarded = run.token.is_some();
-    let app = run.guard.apply(capability::guard(bridge.router(), run.token));
+    let app = run.guard.apply(capability::guard(bridge.router().merge(metrics.router()), run.token));
     super::stop_on_signals(&tasks);
     let paths = if guarded { "/<token>/mcp, /<token>/sse" } else { "/mcp, /sse" };
     tracing::info!(addr = %listener.local_addr()?, ?command, "bridge listening ({paths})");

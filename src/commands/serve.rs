@@ -11,12 +11,17 @@ use tokio::net::TcpListener;
 use crate::{
     cli::ServeArgs,
     config::{ConfigError, Front, KubeConfig, RuntimeConfig, ServeConfig, allowed_hosts},
+    declarative::{self, ControllerMode},
     gateway,
     http::Guard,
     mcp::{MetaServer, mounts::OwnDoor, transport},
+    metrics::Metrics,
     runtime::{
         Runtime,
-        kubernetes::{KubernetesRuntime, UrlMode, client},
+        kubernetes::{
+            KubernetesRuntime, UrlMode, client,
+            lease::{self, ElectionTiming, Elector, Leadership},
+        },
         local::{LocalConfig, LocalRuntime},
     },
     servers::Servers,
@@ -38,6 +43,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Kubernetes(#[from] client::ConnectError),
+    #[error("{0}")]
+    Controller(String),
     #[error("--warm-pool: {0}")]
     Pools(#[source] SpecError),
     #[error("{what} transport: {source}")]
@@ -97,13 +104,35 @@ async fn run(config: ServeConfig) -> Result<(), ServeError> {
     let tasks = Tasks::new();
     // HTTP binds first: out of cluster its address is the gateway's, and URLs name it.
     let door = Door::open(config.front).await?;
+    let metrics = Metrics::meta();
+    if let Some((addr, guard)) = config.metrics_listen {
+        serve_metrics(addr, guard, &metrics, &tasks).await?;
+    }
+    let controller = match &config.runtime {
+        RuntimeConfig::Kubernetes(kube) => kube.controller,
+        RuntimeConfig::Local(_) => ControllerMode::Off,
+    };
+    let leader_election = matches!(&config.runtime, RuntimeConfig::Kubernetes(kube) if kube.leader_election);
     let (runtime, gateway_routes) = match config.runtime {
-        RuntimeConfig::Local(cfg) => local_runtime(cfg, door.http_base(), &tasks),
-        RuntimeConfig::Kubernetes(kube) => kubernetes_runtime(kube, door.http_base(), &tasks).await?,
+        RuntimeConfig::Local(cfg) => local_runtime(cfg, door.http_base(), &metrics, &tasks),
+        RuntimeConfig::Kubernetes(kube) => kubernetes_runtime(kube, door.http_base(), &metrics, &tasks).await?,
     };
     let kind = runtime.capabilities().kind;
-    let servers =
-        Servers::start(config.presets, runtime, config.policy, &config.pools, &tasks).map_err(ServeError::Pools)?;
+    // Of several replicas one leads (reaper, idle check, pools, controller); alone, it always does.
+    let elector = match &runtime {
+        Runtime::Kubernetes(k) if leader_election => {
+            Some(Elector::start(k.leases(), lease::identity(), ElectionTiming::default(), &tasks))
+        }
+        _ => None,
+    };
+    let leadership = elector.as_ref().map_or_else(Leadership::always, |e| e.leadership());
+    let servers = Servers::start(config.presets, runtime, config.policy, &config.pools, leadership, &metrics, &tasks)
+        .map_err(ServeError::Pools)?;
+    if let Err(e) = declarative::start(servers.clone(), controller, &tasks).await {
+        tasks.cancel();
+        servers.shutdown().await;
+        return Err(ServeError::Controller(e));
+    }
     let server = MetaServer::new(servers.clone(), door.own(), &tasks);
     super::stop_on_signals(&tasks);
     tracing::info!(runtime = kind.as_str(), "mcp-ephemeral {} starting", env!("CARGO_PKG_VERSION"));
@@ -111,13 +140,20 @@ async fn run(config: ServeConfig) -> Result<(), ServeError> {
         Door::Stdio => transport::serve_stdio(server, &tasks)
             .await
             .map_err(|source| ServeError::Transport { what: "stdio", source }),
-        Door::Http { listener, guard, .. } => transport::serve_http(listener, server, guard, &tasks, gateway_routes)
-            .await
-            .map_err(|source| ServeError::Transport { what: "HTTP", source }),
+        Door::Http { listener, guard, .. } => {
+            let routes = metrics.router().merge(gateway_routes.unwrap_or_default());
+            transport::serve_http(listener, server, guard, &tasks, Some(routes))
+                .await
+                .map_err(|source| ServeError::Transport { what: "HTTP", source })
+        }
     };
     tasks.cancel();
     if tokio::time::timeout(crate::config::SHUTDOWN_LIMIT, servers.shutdown()).await.is_err() {
         tracing::warn!("stopping the servers took longer than {}s", crate::config::SHUTDOWN_LIMIT.as_secs());
+    }
+    // The leader's work has stopped: a successor may lead at once.
+    if let Some(elector) = &elector {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), elector.release()).await;
     }
     super::finish(&tasks).await;
     served
@@ -126,13 +162,19 @@ async fn run(config: ServeConfig) -> Result<(), ServeError> {
 /// The local runtime. With an HTTP listener, servers' URLs go through its gateway (a remote
 /// client cannot reach their loopback listeners, and the meta server's token guards them
 /// too); returns the gateway routes then.
-fn local_runtime(mut cfg: LocalConfig, http: Option<String>, tasks: &Tasks) -> (Runtime, Option<Router>) {
+fn local_runtime(
+    mut cfg: LocalConfig,
+    http: Option<String>,
+    metrics: &Metrics,
+    tasks: &Tasks,
+) -> (Runtime, Option<Router>) {
     cfg.gateway = http;
+    cfg.metrics = metrics.clone();
     let routes_wanted = cfg.gateway.is_some();
     let runtime = Arc::new(LocalRuntime::new(cfg, tasks.child()));
     let routes = routes_wanted.then(|| {
         let pool = gateway::Pool::new(runtime.clone(), tasks.child());
-        gateway::router(pool, runtime.waker().clone(), runtime.clone())
+        gateway::router(pool, runtime.waker().clone(), runtime.clone(), metrics)
     });
     (Runtime::Local(runtime), routes)
 }
@@ -143,6 +185,7 @@ fn local_runtime(mut cfg: LocalConfig, http: Option<String>, tasks: &Tasks) -> (
 async fn kubernetes_runtime(
     kube: KubeConfig,
     http: Option<String>,
+    metrics: &Metrics,
     tasks: &Tasks,
 ) -> Result<(Runtime, Option<Router>), ServeError> {
     let conn = client::connect(kube.context.as_deref(), kube.namespace.as_deref()).await?;
@@ -154,7 +197,7 @@ async fn kubernetes_runtime(
     }
     if let (Some(base), None) = (http, kube.gateway_listen) {
         let runtime = start(UrlMode::Gateway(base));
-        let routes = gateway::router(runtime.pool(), runtime.waker().clone(), runtime.clone());
+        let routes = gateway::router(runtime.pool(), runtime.waker().clone(), runtime.clone(), metrics);
         return Ok((Runtime::Kubernetes(runtime), Some(routes)));
     }
     // A listener of its own: bound first, since the servers' URLs carry its address.
@@ -171,6 +214,7 @@ async fn kubernetes_runtime(
         runtime.pool(),
         runtime.waker().clone(),
         runtime.clone(),
+        metrics,
     ));
     tracing::info!(%base, "gateway to spawned servers listening");
     let stop = tasks.token().clone();
@@ -180,6 +224,22 @@ async fn kubernetes_runtime(
         }
     });
     Ok((Runtime::Kubernetes(runtime), None))
+}
+
+/// `--metrics-listen`: `/metrics` on a listener of its own (bound before anything starts, so
+/// a taken port fails the start), behind `guard`.
+async fn serve_metrics(addr: SocketAddr, guard: Guard, metrics: &Metrics, tasks: &Tasks) -> Result<(), ServeError> {
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, what: " for /metrics", source })?;
+    let bound = listener.local_addr().map_err(|source| ServeError::Listen { addr, what: " for /metrics", source })?;
+    tracing::info!(addr = %bound, "serving metrics at http://{bound}/metrics");
+    let (app, stop) = (guard.apply(metrics.router()), tasks.token().clone());
+    tasks.spawn(async move {
+        if let Err(e) = crate::http::serve(listener, app, stop).await {
+            tracing::warn!(error = %e, "metrics listener ended");
+        }
+    });
+    Ok(())
 }
 
 /// `http://ADDR`, with an unspecified IP (0.0.0.0) replaced by loopback.

@@ -27,6 +27,7 @@ use crate::{
         Stream,
         capability::{self, Admit, Capability},
     },
+    metrics::Metrics,
     runtime::wake::{self, Waker},
 };
 
@@ -97,9 +98,15 @@ struct Gateway {
 
 /// `/servers/{job_name}/{token}/{path}` for every method, through `pool`; a request for a
 /// server with no running pod (a stopped one) is held while `waker` starts it. The path goes
-/// on with its token: the server's own door checks it too.
-pub(crate) fn router(pool: Pool, waker: Waker, keys: Arc<dyn Keys>) -> Router {
-    Router::new().route("/servers/{job}/{*rest}", any(proxy)).with_state(Gateway { pool, waker, keys })
+/// on with its token: the server's own door checks it too. Requests and `pool`'s tunnels are
+/// counted in `metrics`.
+pub(crate) fn router(pool: Pool, waker: Waker, keys: Arc<dyn Keys>, metrics: &Metrics) -> Router {
+    pool.count_tunnels(metrics);
+    metrics.track_gateway(Router::new().route("/servers/{job}/{*rest}", any(proxy)).with_state(Gateway {
+        pool,
+        waker,
+        keys,
+    }))
 }
 
 /// The URL path and query the server sees for a gateway request, or `None` for a name that
@@ -301,7 +308,8 @@ mod tests {
         let up = serve(upstream).await;
         let dialer: Arc<dyn Dialer> =
             Arc::new(Local(HashMap::from([("time-ab12cd34".to_string(), up), ("locked-00000000".to_string(), up)])));
-        let gw = serve(router(Pool::new(dialer, Tasks::new()), Waker::default(), Arc::new(TestKeys))).await;
+        let metrics = Metrics::meta();
+        let gw = serve(router(Pool::new(dialer, Tasks::new()), Waker::default(), Arc::new(TestKeys), &metrics)).await;
         let client = reqwest::Client::new();
         let resp = client
             .post(format!("http://{gw}/servers/time-ab12cd34/mcp?x=1"))
@@ -335,5 +343,9 @@ mod tests {
         assert_eq!(bare.status(), 404);
         let right = client.post(format!("http://{gw}/servers/locked-00000000/{}/mcp", "A".repeat(22))).send().await;
         assert_eq!(right.unwrap().text().await.unwrap(), "under the token");
+        let text = metrics.render();
+        assert!(text.contains(r#"mcp_ephemeral_gateway_requests_total{status="2xx"} 3"#), "{text}");
+        assert!(text.contains(r#"mcp_ephemeral_gateway_requests_total{status="4xx"} 4"#), "{text}");
+        assert!(!text.contains("mcp_ephemeral_gateway_tunnels 0"), "keep-alive tunnels stay open: {text}");
     }
 }

@@ -24,8 +24,10 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
 };
 
+use prometheus_client::metrics::gauge::Gauge;
+
 use super::{Dialer, GatewayError};
-use crate::{http::Stream, tasks::Tasks};
+use crate::{http::Stream, metrics::Metrics, tasks::Tasks};
 
 /// How long an unused connection to a server is kept.
 pub(crate) const IDLE: Duration = Duration::from_secs(60);
@@ -36,6 +38,8 @@ pub(crate) const IDLE: Duration = Duration::from_secs(60);
 pub(crate) struct Pool {
     client: Client<Connector, axum::body::Body>,
     dialer: Arc<dyn Dialer>,
+    /// Tunnels open now.
+    tunnels: Gauge,
 }
 
 /// Why a request through the pool got no answer.
@@ -57,11 +61,18 @@ impl Pool {
     /// A pool whose connections are dialed by `dialer` and whose connection tasks run on
     /// `tasks`.
     pub(crate) fn new(dialer: Arc<dyn Dialer>, tasks: Tasks) -> Pool {
+        let tunnels = Gauge::default();
         let client = Client::builder(TasksExecutor(tasks))
             .pool_idle_timeout(IDLE)
             .pool_timer(TokioTimer::new())
-            .build(Connector { dialer: dialer.clone() });
-        Pool { client, dialer }
+            .build(Connector { dialer: dialer.clone(), tunnels: tunnels.clone() });
+        Pool { client, dialer, tunnels }
+    }
+
+    /// Show the number of open tunnels in `metrics` (read at each scrape).
+    pub(crate) fn count_tunnels(&self, metrics: &Metrics) {
+        let (open, gateway) = (self.tunnels.clone(), metrics.gateway().clone());
+        metrics.before_scrape(move || gateway.set_tunnels(open.get()));
     }
 
     /// Whether server `job` has something to dial now, as far as is known without asking.
@@ -102,6 +113,7 @@ impl Pool {
 #[derive(Clone)]
 pub(crate) struct Connector {
     dialer: Arc<dyn Dialer>,
+    tunnels: Gauge,
 }
 
 impl tower_service::Service<hyper::Uri> for Connector {
@@ -114,18 +126,31 @@ impl tower_service::Service<hyper::Uri> for Connector {
     }
 
     fn call(&mut self, uri: hyper::Uri) -> Self::Future {
-        let dialer = self.dialer.clone();
+        let (dialer, tunnels) = (self.dialer.clone(), self.tunnels.clone());
         Box::pin(async move {
             let job = uri.host().unwrap_or_default().to_string();
             let stream = dialer.dial(&job).await?;
             tracing::debug!(server = %job, "gateway opened a connection to the server");
-            Ok(Tunnel(TokioIo::new(stream)))
+            tunnels.inc();
+            Ok(Tunnel { io: TokioIo::new(stream), _open: OpenTunnel(tunnels) })
         })
     }
 }
 
 /// One connection to a server's bridge.
-pub(crate) struct Tunnel(TokioIo<Box<dyn Stream>>);
+pub(crate) struct Tunnel {
+    io: TokioIo<Box<dyn Stream>>,
+    _open: OpenTunnel,
+}
+
+/// Counts a tunnel as open until it is dropped.
+struct OpenTunnel(Gauge);
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 impl Connection for Tunnel {
     fn connected(&self) -> Connected {
@@ -135,21 +160,21 @@ impl Connection for Tunnel {
 
 impl Read for Tunnel {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
 impl Write for Tunnel {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

@@ -93,7 +93,7 @@ fn encode(bytes: &[u8]) -> String {
 }
 
 /// The segments that follow a token in every URL handed out.
-const DOORS: [&str; 6] = ["messages", "message", "mcp", "sse", "status", "catalog"];
+const DOORS: [&str; 7] = ["messages", "message", "mcp", "sse", "status", "catalog", "metrics"];
 
 /// `text` (a URL, or a message quoting one) with every token segment replaced by `…`, for logs
 /// and error messages. A token segment is a run of at least 22 token characters after a `/`

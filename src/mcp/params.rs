@@ -135,6 +135,9 @@ pub struct VersionInfo {
     /// Warm pools (`--warm-pool`): servers started ahead, handed out by create_mcp_server.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pools: Vec<crate::servers::PoolStatus>,
+    /// Whether this replica leads (reaps TTLs, stops idle servers, keeps the warm pools): with
+    /// `--leader-election on`, the one holding the Lease; otherwise always.
+    pub leader: bool,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

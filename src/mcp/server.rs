@@ -93,6 +93,7 @@ impl MetaServer {
             default_idle_timeout_seconds: s.policy().default_idle_timeout.map(|d| d.as_secs()),
             quotas: s.quota_use().await?,
             pools: s.pool_status(),
+            leader: s.leadership().is_leader(),
         })
     }
 }

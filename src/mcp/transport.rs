@@ -1,6 +1,6 @@
 //! Serve the meta server over stdio, or over HTTP: streamable HTTP at `/mcp` (rmcp's service)
 //! and legacy SSE at `/sse` + `/messages` (the bridge's SSE face over an in-process session),
-//! plus `/healthz`, behind the [`Guard`].
+//! plus `/healthz` (open) and the `extra` routes (`/metrics`, the gateway), behind the [`Guard`].
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -40,7 +40,7 @@ pub(crate) async fn serve_stdio(server: MetaServer, tasks: &Tasks) -> std::io::R
 }
 
 /// The HTTP app of the meta server.
-/// `extra` routes (the gateway) sit behind the same guard.
+/// `extra` routes (`/metrics`, the gateway) sit behind the same guard.
 pub(crate) fn http_router(server: MetaServer, guard: Guard, tasks: &Tasks, extra: Option<Router>) -> Router {
     let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(tasks.token().child_token())

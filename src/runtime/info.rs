@@ -230,6 +230,19 @@ pub struct ServerInfo {
     /// When a create that waited for ready saw each step of the start.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub startup: Vec<super::startup::StartTiming>,
+    /// What made it: a tool call, or an `MCPServer` resource (which the controller keeps).
+    pub source: ServerSource,
+}
+
+/// What made a server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerSource {
+    /// `create_mcp_server`.
+    #[default]
+    Tool,
+    /// An `MCPServer` resource (Kubernetes); deleting the server deletes the resource.
+    Resource,
 }
 
 impl ServerInfo {
@@ -263,6 +276,7 @@ impl ServerInfo {
             ready_after_ms: None,
             log_tail: None,
             startup: Vec::new(),
+            source: ServerSource::Tool,
         }
     }
 

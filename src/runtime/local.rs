@@ -35,6 +35,7 @@ use crate::{
         Guard, Stream,
         capability::{self, Admit, Capability},
     },
+    metrics::Metrics,
     spec::{LabelSelector, ServerSpec, Source, SpecError},
     tasks::Tasks,
 };
@@ -53,11 +54,19 @@ pub(crate) struct LocalConfig {
     /// transport: a remote client cannot reach 127.0.0.1); `None`: URLs name the servers'
     /// own loopback listeners.
     pub(crate) gateway: Option<String>,
+    /// Where the servers' in-process bridges count their sessions, calls and child exits.
+    pub(crate) metrics: Metrics,
 }
 
 impl Default for LocalConfig {
     fn default() -> Self {
-        LocalConfig { init_timeout: Duration::from_secs(120), spares: 1, pass_env: Vec::new(), gateway: None }
+        LocalConfig {
+            init_timeout: Duration::from_secs(120),
+            spares: 1,
+            pass_env: Vec::new(),
+            gateway: None,
+            metrics: Metrics::default(),
+        }
     }
 }
 
@@ -227,6 +236,7 @@ impl LocalRuntime {
         let mut bridge_cfg = BridgeConfig::new(ChildCommand { argv, env, inherit });
         bridge_cfg.init_timeout = self.cfg.init_timeout;
         bridge_cfg.spares = self.cfg.spares;
+        bridge_cfg.metrics = self.cfg.metrics.clone();
         tracing::info!(server = %name, %addr, command = ?spec.launch.command_line(), "server started");
         let tasks = self.tasks.child();
         let server = Arc::new_cyclic(|weak: &Weak<LocalServer>| {

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 pub(crate) use error::RuntimeError;
 pub use info::{
-    DeletePhase, Deleted, Phase, ProgressFn, ProgressStep, Reason, ServerInfo, StopReason, Urls, rfc3339,
+    DeletePhase, Deleted, Phase, ProgressFn, ProgressStep, Reason, ServerInfo, ServerSource, StopReason, Urls, rfc3339,
     standard_labels,
 };
 
@@ -36,6 +36,13 @@ pub const LABEL_PRESET: &str = "mcp-ephemeral.dev/preset";
 pub const MANAGED_BY: &str = "mcp-ephemeral";
 /// Set (to the preset) on warm-pool members until they are handed out; `list` leaves them out.
 pub const LABEL_POOL: &str = "mcp-ephemeral.dev/pool";
+/// On a server made for an `MCPServer` resource: the resource's name.
+pub const LABEL_RESOURCE: &str = "mcp-ephemeral.dev/resource";
+/// On a server made for an `MCPServer` resource: a hash of the spec it was made from (a
+/// different one means the spec changed and the server is replaced).
+pub const LABEL_SPEC_HASH: &str = "mcp-ephemeral.dev/spec-hash";
+/// On a server of an `MCPPool`: the pool's name.
+pub const LABEL_MCPPOOL: &str = "mcp-ephemeral.dev/mcppool";
 /// Set on the throwaway servers of `discover_mcp_server_tools`; `list` leaves them out.
 pub const LABEL_THROWAWAY: &str = "mcp-ephemeral.dev/throwaway";
 
@@ -73,6 +80,26 @@ pub(crate) struct Idleness {
     pub(crate) name: String,
     pub(crate) timeout: Duration,
     pub(crate) idle_for: Duration,
+}
+
+/// A warm-pool member found in the runtime when this replica becomes the leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FoundMember {
+    pub(crate) name: String,
+    /// Its pool (the preset).
+    pub(crate) preset: String,
+    pub(crate) state: MemberState,
+}
+
+/// Whether a found warm-pool member can join its pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemberState {
+    /// Ready to be handed out.
+    Ready,
+    /// Runs what its pool runs and is on its way to Ready.
+    Starting,
+    /// Not of a current pool, running something else, failed or going: delete it.
+    Unusable,
 }
 
 /// A place where MCP servers run. Cloning shares it.
@@ -138,6 +165,14 @@ impl Runtime {
     }
 
     /// Delete `name`; deleting what is already gone succeeds with `already_gone`.
+    /// Delete the resource server `name` was made for (an `MCPServer`), if any.
+    pub(crate) async fn delete_owner(&self, name: &str) -> Result<(), RuntimeError> {
+        match self {
+            Runtime::Local(_) => Ok(()),
+            Runtime::Kubernetes(r) => r.delete_owner(name).await,
+        }
+    }
+
     pub(crate) async fn delete(&self, name: &str, wait: bool) -> Result<Deleted, RuntimeError> {
         match self {
             Runtime::Local(r) => Ok(r.delete(name, wait).await),
@@ -178,6 +213,27 @@ impl Runtime {
         match self {
             Runtime::Local(r) => Ok(r.idleness()),
             Runtime::Kubernetes(r) => r.idleness().await,
+        }
+    }
+
+    /// The warm-pool members a previous leader or run left (none on the local runtime, whose
+    /// members die with their process), with whether each fits `members[preset]`, the spec a
+    /// new member of that pool gets.
+    pub(crate) async fn pool_members(
+        &self,
+        members: &std::collections::BTreeMap<String, ServerSpec>,
+    ) -> Result<Vec<FoundMember>, RuntimeError> {
+        match self {
+            Runtime::Local(_) => Ok(Vec::new()),
+            Runtime::Kubernetes(r) => r.pool_members(members).await,
+        }
+    }
+
+    /// Delete what half-made servers left behind (the leader does it once per term).
+    pub(crate) async fn sweep_orphans(&self) {
+        match self {
+            Runtime::Local(_) => {}
+            Runtime::Kubernetes(r) => r.sweep_orphans().await,
         }
     }
 

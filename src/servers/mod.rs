@@ -9,6 +9,7 @@
 //! every name, URL and phase after a create is the runtime's answer, never a guess.
 
 mod admission;
+mod census;
 mod error;
 mod idle;
 pub(crate) mod pool;
@@ -38,7 +39,9 @@ use self::{
     turns::Turns,
 };
 use crate::{
+    metrics::{Metrics, Outcome},
     presets::Presets,
+    runtime::kubernetes::lease::{Leadership, while_leading},
     runtime::{
         Capabilities, Deleted, Phase, ProgressFn, Runtime, RuntimeError, ServerInfo, StopReason, wake::WakeError,
     },
@@ -66,6 +69,14 @@ pub(crate) struct Servers {
     /// Names of servers as they are deleted (by a tool or the reaper), for unmounting.
     deleted: broadcast::Sender<String>,
     tasks: Tasks,
+    /// Whether this replica leads: the reaper, the idle check and the pools run only then.
+    leadership: Leadership,
+    /// The loops that run on the leader; shutdown waits for them before the Lease is released.
+    leader_loops: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Where creates, deletes, stops, starts and wakes are counted.
+    metrics: Metrics,
+    /// When the servers were last counted by phase for /metrics.
+    census: census::Census,
 }
 
 /// A throwaway lives at most `--ready-timeout` and this much more.
@@ -109,14 +120,17 @@ fn capacity_wait(secs: Option<u64>) -> Result<Duration, SpecError> {
 }
 
 impl Servers {
-    /// The owner of `runtime`'s servers, with its TTL reaper and the warm `pools` (preset name
-    /// → members) running on a branch of `tasks`. Fails, before anything starts, for a pool
-    /// of an unknown preset or of one that needs env.
+    /// The owner of `runtime`'s servers, with its TTL reaper, idle check and the warm `pools`
+    /// (preset name → members) running on a branch of `tasks` while `leadership` says this
+    /// replica leads. Fails, before anything starts, for a pool of an unknown preset or of one
+    /// that needs env.
     pub(crate) fn start(
         presets: Presets,
         runtime: Runtime,
         policy: Policy,
         pools: &BTreeMap<String, usize>,
+        leadership: Leadership,
+        metrics: &Metrics,
         tasks: &Tasks,
     ) -> Result<Arc<Servers>, SpecError> {
         let tasks = tasks.child();
@@ -127,11 +141,26 @@ impl Servers {
             let template = resolve(req, &presets, &policy, caps)?;
             specs.push(PoolSpec { preset: preset.clone(), size: *size, template });
         }
-        let pools = (!specs.is_empty()).then(|| WarmPools::start(runtime.clone(), specs, policy.ready_timeout, &tasks));
+        let pools = (!specs.is_empty()).then(|| {
+            Arc::new(WarmPools::new(runtime.clone(), specs, policy.ready_timeout, tasks.child(), leadership.clone()))
+        });
         let (deleted, _) = broadcast::channel(64);
         let reaper_wake = Arc::new(Notify::new());
-        let reaper = reaper::Reaper { runtime: runtime.clone(), deleted: deleted.clone(), wake: reaper_wake.clone() };
-        tasks.spawn(reaper.run(tasks.token().clone()));
+        let reaper = reaper::Reaper {
+            runtime: runtime.clone(),
+            deleted: deleted.clone(),
+            wake: reaper_wake.clone(),
+            // Servers made through another replica do not wake this one's reaper.
+            max_sleep: if leadership.elected() { reaper::ELECTED_MAX_SLEEP } else { reaper::MAX_SLEEP },
+        };
+        let stop = tasks.token().clone();
+        let mut leader_loops = vec![
+            tasks.spawn(while_leading(leadership.clone(), stop.clone(), move |term| reaper.clone().run(term))),
+            tasks.spawn(while_leading(leadership.clone(), stop.clone(), {
+                let (runtime, pools) = (runtime.clone(), pools.clone());
+                move |term| pool::keep(runtime.clone(), pools.clone(), term)
+            })),
+        ];
         let admission = Admission::new(&policy);
         let idle_wake = Arc::new(Notify::new());
         let servers = Arc::new(Servers {
@@ -145,8 +174,17 @@ impl Servers {
             idle_wake: idle_wake.clone(),
             deleted,
             tasks: tasks.clone(),
+            leadership: leadership.clone(),
+            leader_loops: Default::default(),
+            metrics: metrics.clone(),
+            census: Default::default(),
         });
-        tasks.spawn(idle::run(Arc::downgrade(&servers), idle_wake, tasks.token().clone()));
+        census::install(&servers);
+        let weak = Arc::downgrade(&servers);
+        leader_loops.push(
+            tasks.spawn(while_leading(leadership, stop, move |term| idle::run(weak.clone(), idle_wake.clone(), term))),
+        );
+        *servers.leader_loops.lock().expect("leader loops") = leader_loops;
         let weak = Arc::downgrade(&servers);
         servers.runtime.waker().install(move |name| {
             let weak = weak.clone();
@@ -157,6 +195,11 @@ impl Servers {
             })
         });
         Ok(servers)
+    }
+
+    /// The metrics of this meta server (the controller counts its reconciles there).
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub(crate) fn presets(&self) -> &Presets {
@@ -198,10 +241,41 @@ impl Servers {
         req: CreateRequest,
         progress: Option<ProgressFn>,
     ) -> Result<ServerInfo, ServersError> {
+        self.create_with(req, progress, |_| {}).await
+    }
+
+    /// [`create`](Self::create), with `shape` adding to the checked identity what no tool
+    /// call can ask for (the controller's owner and labels). A server with an owner is never a
+    /// warm-pool member: a member's Job has no owner to hand over.
+    pub(crate) async fn create_with(
+        &self,
+        req: CreateRequest,
+        progress: Option<ProgressFn>,
+        shape: impl FnOnce(&mut crate::spec::Identity),
+    ) -> Result<ServerInfo, ServersError> {
+        let began = Instant::now();
+        let created = self.create_uncounted(req, progress, shape).await;
+        self.metrics.servers().created(Outcome::of(&created));
+        if let Ok(info) = &created
+            && info.phase == Phase::Ready
+        {
+            self.metrics.servers().ready_after(began.elapsed());
+        }
+        created
+    }
+
+    async fn create_uncounted(
+        &self,
+        req: CreateRequest,
+        progress: Option<ProgressFn>,
+        shape: impl FnOnce(&mut crate::spec::Identity),
+    ) -> Result<ServerInfo, ServersError> {
         let began = Instant::now();
         let wait = req.wait_for_ready;
         let capacity_wait = capacity_wait(req.wait_for_capacity_seconds)?;
-        let spec = resolve(req, &self.presets, &self.policy, self.runtime.capabilities())?;
+        let mut spec = resolve(req, &self.presets, &self.policy, self.runtime.capabilities())?;
+        shape(&mut spec.identity);
+        let owned = spec.identity.owner.is_some();
         let id = &spec.identity;
         let preset = id.preset.as_deref();
         let slot = self
@@ -216,7 +290,7 @@ impl Servers {
                 idle_check.notify_one();
             }
         };
-        if let Some(member) = self.pools.as_ref().and_then(|p| p.take(&spec.launch)) {
+        if let Some(member) = self.pools.as_ref().filter(|_| !owned).and_then(|p| p.take(&spec.launch)) {
             match self.runtime.adopt(&member, spec.clone()).await {
                 Ok(info) => {
                     slot.settle(&info.job_name);
@@ -305,6 +379,23 @@ impl Servers {
         Err(ServersError::Discovery { name, why })
     }
 
+    /// Delete server `name` without touching the resource it was made for: the controller
+    /// replaces a server whose resource's spec changed.
+    pub(crate) async fn replace(&self, name: &str) -> Result<Deleted, ServersError> {
+        let deleted = self.runtime.delete(name, false).await?;
+        let _ = self.deleted.send(name.to_string());
+        self.admission.freed();
+        Ok(deleted)
+    }
+
+    /// The Kubernetes API client and namespace, when servers run there.
+    pub(crate) fn kubernetes(&self) -> Option<(kube::Client, String)> {
+        match &self.runtime {
+            Runtime::Kubernetes(k) => Some(k.client()),
+            Runtime::Local(_) => None,
+        }
+    }
+
     /// The tools (with their schemas), prompts and resources of Ready server `name`.
     pub(crate) async fn catalog(&self, name: &str) -> Result<crate::bridge::catalog::Catalog, ServersError> {
         Ok(self.runtime.catalog(name).await?)
@@ -315,7 +406,9 @@ impl Servers {
     }
 
     pub(crate) async fn delete(&self, name: &str, wait: bool) -> Result<Deleted, ServersError> {
-        let deleted = reaper::delete(&self.runtime, &self.deleted, name, wait).await?;
+        let deleted = reaper::delete(&self.runtime, &self.deleted, name, wait).await.map_err(ServersError::from);
+        self.metrics.servers().deleted(Outcome::of(&deleted));
+        let deleted = deleted?;
         self.admission.freed();
         Ok(deleted)
     }
@@ -324,7 +417,9 @@ impl Servers {
     /// answers its status.
     pub(crate) async fn stop(&self, name: &str, reason: StopReason) -> Result<ServerInfo, ServersError> {
         let _turn = self.turns.take(name).await;
-        let info = self.runtime.stop(name, reason).await?;
+        let info = self.runtime.stop(name, reason).await.map_err(ServersError::from);
+        self.metrics.servers().stopped(Outcome::of(&info));
+        let info = info?;
         self.admission.freed();
         Ok(info)
     }
@@ -333,6 +428,18 @@ impl Servers {
     /// preset's `--max-active`, waiting up to `capacity_wait_secs` for a slot; with
     /// `wait_for_ready`, return once it is Ready (or why it is not).
     pub(crate) async fn resume(
+        &self,
+        name: &str,
+        wait_for_ready: bool,
+        capacity_wait_secs: Option<u64>,
+        progress: Option<ProgressFn>,
+    ) -> Result<ServerInfo, ServersError> {
+        let resumed = self.resume_uncounted(name, wait_for_ready, capacity_wait_secs, progress).await;
+        self.metrics.servers().started(Outcome::of(&resumed));
+        resumed
+    }
+
+    async fn resume_uncounted(
         &self,
         name: &str,
         wait_for_ready: bool,
@@ -370,7 +477,13 @@ impl Servers {
     /// A request reached a server with nothing running behind its URL: start it (a stopped
     /// one) or wait for it (a starting one), then let the request through.
     async fn wake(&self, name: &str) -> Result<(), WakeError> {
-        match self.resume(name, true, None, None).await {
+        let woken = self.wake_uncounted(name).await;
+        self.metrics.servers().woken(Outcome::of_wake(&woken));
+        woken
+    }
+
+    async fn wake_uncounted(&self, name: &str) -> Result<(), WakeError> {
+        match self.resume_uncounted(name, true, None, None).await {
             Ok(info) if info.phase == Phase::Ready => Ok(()),
             Ok(info) => Err(WakeError::Unavailable(format!(
                 "it is {:?}{}",
@@ -406,9 +519,18 @@ impl Servers {
         next
     }
 
-    /// Stop the reaper and the pools, and every server the runtime must not leave behind.
+    /// Whether this replica leads, for more work that must run on the leader only (a
+    /// controller): run it with [`while_leading`].
+    pub(crate) fn leadership(&self) -> Leadership {
+        self.leadership.clone()
+    }
+
+    /// Stop the reaper, the idle check and the pools (and wait for them: a successor may lead
+    /// once this returns), and every server the runtime must not leave behind.
     pub(crate) async fn shutdown(&self) {
         self.tasks.cancel();
+        let loops = std::mem::take(&mut *self.leader_loops.lock().expect("leader loops"));
+        futures::future::join_all(loops).await;
         if let Some(pools) = &self.pools {
             pools.shutdown().await;
         }

@@ -8,6 +8,12 @@
 //! A member fits a request when the request launches exactly what the pool launches (one
 //! comparison of [`Launch`]es), so a member is never handed to a request that would run
 //! something else, with other env, resources or API access.
+//!
+//! Pools are kept by the leader only ([`keep`], one call per term of leadership). A new leader
+//! first adopts the members the cluster already holds (a previous leader's, a previous run's)
+//! that run exactly what its pool runs and are Ready or starting, and deletes the rest; only then
+//! does it start members, so a failover neither duplicates nor throws away warm servers. A
+//! follower hands nothing out: its creates start new servers.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -15,12 +21,14 @@ use std::{
     time::Duration,
 };
 
+use futures::FutureExt;
 use schemars::JsonSchema;
 use serde::Serialize;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
-    runtime::{LABEL_POOL, Runtime, RuntimeError},
+    runtime::{LABEL_POOL, MemberState, Runtime, RuntimeError, kubernetes::lease::Leadership},
     spec::{Identity, Launch, ServerSpec},
     tasks::Tasks,
 };
@@ -69,7 +77,10 @@ impl Pool {
     fn member_spec(&self) -> ServerSpec {
         let labels = BTreeMap::from([(LABEL_POOL.to_string(), self.preset.clone())]);
         let id = &self.template.identity;
-        let identity = Identity::fresh(&self.preset, id.preset.clone(), labels, id.ttl);
+        let mut identity = Identity::fresh(&self.preset, id.preset.clone(), labels, id.ttl);
+        // Each member its own token (a Kubernetes member keeps it when handed out: its pod
+        // already runs with it).
+        identity.capability = id.capability.as_ref().map(|_| crate::http::capability::Capability::generate());
         ServerSpec { identity, launch: self.template.launch.clone() }
     }
 }
@@ -87,11 +98,19 @@ pub(crate) struct WarmPools {
     pools: BTreeMap<String, Arc<Pool>>,
     ready_timeout: Duration,
     tasks: Tasks,
+    /// Members are handed out only while this replica leads (the leader's lists are the true ones).
+    leadership: Leadership,
 }
 
 impl WarmPools {
-    /// The pools, empty; [`WarmPools::start`] fills them.
-    fn new(runtime: Runtime, specs: Vec<PoolSpec>, ready_timeout: Duration, tasks: Tasks) -> WarmPools {
+    /// The pools, empty; [`keep`] fills them while this replica leads.
+    pub(crate) fn new(
+        runtime: Runtime,
+        specs: Vec<PoolSpec>,
+        ready_timeout: Duration,
+        tasks: Tasks,
+        leadership: Leadership,
+    ) -> WarmPools {
         let pools = specs
             .into_iter()
             .filter(|p| p.size > 0)
@@ -106,25 +125,15 @@ impl WarmPools {
                 (p.preset, Arc::new(pool))
             })
             .collect();
-        WarmPools { runtime, pools, ready_timeout, tasks }
+        WarmPools { runtime, pools, ready_timeout, tasks, leadership }
     }
 
-    /// Start keeping each pool at its size, on a branch of `tasks`.
-    pub(crate) fn start(
-        runtime: Runtime,
-        specs: Vec<PoolSpec>,
-        ready_timeout: Duration,
-        tasks: &Tasks,
-    ) -> Arc<WarmPools> {
-        let this = Arc::new(WarmPools::new(runtime, specs, ready_timeout, tasks.child()));
-        for pool in this.pools.values() {
-            this.tasks.spawn(keep_filled(this.clone(), pool.clone()));
-        }
-        this
-    }
-
-    /// A ready member that runs exactly what `launch` asks for, taken out of its pool.
+    /// A ready member that runs exactly what `launch` asks for, taken out of its pool (none on
+    /// a replica that does not lead).
     pub(crate) fn take(&self, launch: &Launch) -> Option<String> {
+        if !self.leadership.is_leader() {
+            return None;
+        }
         let pool = self.pools.values().find(|p| p.template.launch == *launch)?;
         let mut members = pool.members.lock().expect("pool poisoned");
         let name = members.ready.pop_front()?;
@@ -151,9 +160,13 @@ impl WarmPools {
             .collect()
     }
 
-    /// Stop refilling and delete every member not handed out.
+    /// Stop refilling and delete every member not handed out; with leader election, leave them
+    /// for the next leader to adopt instead (they end at their TTL if none comes).
     pub(crate) async fn shutdown(&self) {
         self.tasks.cancel();
+        if self.leadership.elected() {
+            return;
+        }
         let names: Vec<String> = self
             .pools
             .values()
@@ -168,9 +181,107 @@ impl WarmPools {
     }
 }
 
-/// Keep `pool` at its size: start members one at a time, back off after failures.
-async fn keep_filled(pools: Arc<WarmPools>, pool: Arc<Pool>) {
-    let stop = pools.tasks.token().clone();
+/// One term of leadership over the pools (all of `pools`, or none configured): adopt what the
+/// runtime holds, delete the members nobody can use, keep every pool at its size until `stop`.
+/// A term that ends because leadership moved forgets its members: the next leader adopts them.
+pub(crate) async fn keep(runtime: Runtime, pools: Option<Arc<WarmPools>>, stop: CancellationToken) {
+    let specs: BTreeMap<String, ServerSpec> =
+        pools.iter().flat_map(|p| p.pools.iter().map(|(preset, pool)| (preset.clone(), pool.member_spec()))).collect();
+    for pool in pools.iter().flat_map(|p| p.pools.values()) {
+        let mut m = pool.members.lock().expect("pool poisoned");
+        m.ready.clear();
+        m.starting = 0;
+    }
+    // Without the list a new member could duplicate one that exists: wait for it.
+    let mut backoff = Duration::from_secs(1);
+    let found = loop {
+        match runtime.pool_members(&specs).await {
+            Ok(found) => break found,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot list the warm-pool members in the cluster");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    };
+    let mut adopting = Vec::new();
+    for member in found {
+        let pool = pools.as_ref().and_then(|p| p.pools.get(&member.preset));
+        let kept = match (pool, member.state) {
+            (Some(pool), state @ (MemberState::Ready | MemberState::Starting)) => {
+                let mut m = pool.members.lock().expect("pool poisoned");
+                let room = m.ready.len() + m.starting < pool.size;
+                if room && state == MemberState::Ready {
+                    m.ready.push_back(member.name.clone());
+                } else if room {
+                    m.starting += 1;
+                    adopting.push((pool.clone(), member.name.clone()));
+                }
+                room
+            }
+            _ => false,
+        };
+        if kept {
+            tracing::info!(preset = %member.preset, server = %member.name, state = ?member.state, "adopted a warm-pool member");
+        } else {
+            tracing::info!(preset = %member.preset, server = %member.name, state = ?member.state, "deleting a warm-pool member no pool can use");
+            if let Err(e) = runtime.delete(&member.name, false).await {
+                tracing::warn!(server = %member.name, error = %e, "could not delete a warm-pool member");
+            }
+        }
+    }
+    let Some(pools) = pools else {
+        stop.cancelled().await;
+        return;
+    };
+    let mut work: Vec<futures::future::BoxFuture<'static, ()>> =
+        pools.pools.values().map(|pool| keep_filled(pools.clone(), pool.clone(), stop.clone()).boxed()).collect();
+    for (pool, name) in adopting {
+        work.push(finish_adopting(pools.clone(), pool, name, stop.clone()).boxed());
+    }
+    futures::future::join_all(work).await;
+    if !pools.tasks.is_cancelled() {
+        // Leadership moved (this is no shutdown): the members are the next leader's.
+        for pool in pools.pools.values() {
+            pool.members.lock().expect("pool poisoned").ready.clear();
+        }
+    }
+}
+
+/// Wait for an adopted member that was still starting; one that fails is deleted and replaced.
+async fn finish_adopting(pools: Arc<WarmPools>, pool: Arc<Pool>, name: String, stop: CancellationToken) {
+    let ready = tokio::select! {
+        r = pools.runtime.wait_ready(&name, pools.ready_timeout, None) => Some(r),
+        // Left as it is, for whoever leads next.
+        _ = stop.cancelled() => None,
+    };
+    let failed = {
+        let mut m = pool.members.lock().expect("pool poisoned");
+        m.starting -= 1;
+        match ready {
+            Some(Ok(_)) if !stop.is_cancelled() => {
+                tracing::info!(preset = %pool.preset, server = %name, "adopted pool member ready");
+                m.ready.push_back(name.clone());
+                false
+            }
+            Some(Err(e)) => {
+                m.last_error = Some(e.to_string());
+                true
+            }
+            _ => false,
+        }
+    };
+    if failed {
+        let _ = pools.runtime.delete(&name, false).await;
+    }
+    pool.wake.notify_one();
+}
+
+/// Keep `pool` at its size until `stop`: start members one at a time, back off after failures.
+async fn keep_filled(pools: Arc<WarmPools>, pool: Arc<Pool>, stop: CancellationToken) {
     let mut backoff = Duration::from_secs(1);
     loop {
         let wanted = {
@@ -261,7 +372,7 @@ mod tests {
     fn pools_with_a_member() -> WarmPools {
         let runtime = Runtime::Local(Arc::new(LocalRuntime::new(LocalConfig::default(), Tasks::new())));
         let spec = PoolSpec { preset: "time".into(), size: 1, template: time_spec() };
-        let pools = WarmPools::new(runtime, vec![spec], Duration::from_secs(1), Tasks::new());
+        let pools = WarmPools::new(runtime, vec![spec], Duration::from_secs(1), Tasks::new(), Leadership::always());
         pools.pools["time"].members.lock().unwrap().ready.push_back("time-member01".into());
         pools
     }

@@ -15,17 +15,29 @@ use crate::{
     spec::LabelSelector,
 };
 
-const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// The longest time between two looks.
+pub(super) const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// The same with leader election: a server made through another replica does not wake this
+/// one, so the reaper looks more often.
+pub(super) const ELECTED_MAX_SLEEP: Duration = Duration::from_secs(5);
 
 /// What the reaper needs, and nothing that keeps [`super::Servers`] alive.
+#[derive(Clone)]
 pub(super) struct Reaper {
     pub(crate) runtime: Runtime,
     pub(crate) deleted: broadcast::Sender<String>,
     pub(crate) wake: Arc<Notify>,
+    pub(crate) max_sleep: Duration,
 }
 
 impl Reaper {
+    /// One term of leadership: sweep what half-made servers left, then delete each server
+    /// when its TTL ends, until `stop`.
     pub(crate) async fn run(self, stop: CancellationToken) {
+        tokio::select! {
+            _ = self.runtime.sweep_orphans() => {}
+            _ = stop.cancelled() => return,
+        }
         loop {
             let sleep = self.reap_expired().await;
             tokio::select! {
@@ -38,7 +50,7 @@ impl Reaper {
 
     /// Delete what has expired; returns how long until the next expiry (capped).
     async fn reap_expired(&self) -> Duration {
-        let mut sleep = MAX_SLEEP;
+        let mut sleep = self.max_sleep;
         let servers = match self.runtime.list(&LabelSelector::default()).await {
             Ok(servers) => servers,
             Err(e) => {
@@ -69,6 +81,9 @@ pub(super) async fn delete(
     name: &str,
     wait: bool,
 ) -> Result<Deleted, RuntimeError> {
+    // A server made for an MCPServer resource goes with its resource, or the controller would
+    // make it again.
+    runtime.delete_owner(name).await?;
     let result = runtime.delete(name, wait).await?;
     let _ = deleted.send(name.to_string());
     Ok(result)

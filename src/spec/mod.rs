@@ -45,6 +45,17 @@ pub struct Identity {
     pub idle_timeout: Option<Duration>,
     /// The token its URLs carry (`None`: `--server-auth none`, or a door that cannot check one).
     pub capability: Option<Capability>,
+    /// The object the server belongs to (its `MCPServer`): the server goes with it.
+    pub owner: Option<Owner>,
+}
+
+/// An object that owns a server (Kubernetes: the Job's controller owner reference).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
 }
 
 /// What runs, and with what: everything that makes two servers interchangeable.
@@ -80,6 +91,7 @@ impl Identity {
             expires_at: created_at + ttl,
             idle_timeout: None,
             capability: None,
+            owner: None,
         }
     }
 }

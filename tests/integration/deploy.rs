@@ -11,6 +11,7 @@ use std::{
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Namespace, Service, ServiceAccount},
+    policy::v1::PodDisruptionBudget,
     rbac::v1::{Role, RoleBinding},
 };
 use mcp_ephemeral::runtime::kubernetes::rbac::API_ACCESS;
@@ -173,7 +174,19 @@ fn the_meta_server_runs_as_its_service_account_non_root_read_only_with_health_pr
     assert_eq!(namespace.file, "namespace.yaml");
     let deployment = the(&docs, "Deployment", "mcp-ephemeral");
     assert_eq!(deployment.namespace(), NAMESPACE);
-    assert_eq!(deployment.value["spec"]["replicas"], 1);
+    // Two replicas with a leader: rolled one at a time, never below one serving.
+    assert_eq!(deployment.value["spec"]["replicas"], 2);
+    let strategy = &deployment.value["spec"]["strategy"];
+    assert_eq!(strategy["type"], "RollingUpdate");
+    assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], 0);
+    assert_eq!(strategy["rollingUpdate"]["maxSurge"], 1);
+    let pdb = the(&docs, "PodDisruptionBudget", "mcp-ephemeral");
+    assert_eq!((pdb.file.as_str(), pdb.namespace()), ("pdb.yaml", NAMESPACE));
+    assert_eq!(pdb.value["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb.value["spec"]["selector"]["matchLabels"], deployment.value["spec"]["selector"]["matchLabels"],
+        "the PodDisruptionBudget covers the meta server's pods"
+    );
     let pod = pod_spec(deployment);
     assert_eq!(pod["serviceAccountName"], SERVICE_ACCOUNT);
     assert_eq!(pod["automountServiceAccountToken"], true, "the runtime needs the API server");
@@ -320,6 +333,7 @@ fn every_manifest_matches_its_kubernetes_api_type_field_for_field() {
             ("v1", "ServiceAccount") => round_trip::<ServiceAccount>(&d.value),
             ("v1", "Service") => round_trip::<Service>(&d.value),
             ("apps/v1", "Deployment") => round_trip::<Deployment>(&d.value),
+            ("policy/v1", "PodDisruptionBudget") => round_trip::<PodDisruptionBudget>(&d.value),
             ("rbac.authorization.k8s.io/v1", "Role") => round_trip::<Role>(&d.value),
             ("rbac.authorization.k8s.io/v1", "RoleBinding") => round_trip::<RoleBinding>(&d.value),
             ("kustomize.config.k8s.io/v1beta1", "Kustomization") => continue,

@@ -15,10 +15,15 @@ mod bridge;
 mod capability;
 /// A local server's environment: the kept variables, --pass-env and its own, nothing else.
 mod child_env;
+/// MCPServer and MCPPool resources reconciled by the controller (fake API server).
+mod declarative;
 /// deploy/kubernetes/: exactly the RBAC the runtime uses, a locked-down pod, kubectl accepts it.
 mod deploy;
 /// list_mcp_server_tools: schemas, prompts and resources, on both runtimes.
 mod discovery;
+/// The fake's custom resources (CRDs, status subresource, owner GC, finalizers, Leases), with kube
+/// and kubectl.
+mod fake_crds;
 /// The fake Kubernetes API server in tests/support/fake_kube, checked with the real kube client.
 mod fake_kube_selftest;
 /// Misbehaving servers (exit mid-call, stdout garbage, no initialize, stderr flood, SIGTERM
@@ -28,8 +33,14 @@ mod faults;
 mod kubelet;
 /// `serve --runtime kubernetes` against the fake API server: objects, readiness, faults, restarts.
 mod kubernetes;
+/// Two replicas against one fake: one leader (a Lease) keeps pools and reaps; a killed one is
+/// replaced within 15 s, nothing done twice.
+mod leader;
 /// create → connect over streamable HTTP and SSE → call → list → delete, over stdio and HTTP.
 mod lifecycle;
+/// /metrics: behind the meta server's token, Prometheus text, counters that move with a
+/// create and a delete; --metrics-listen in stdio mode; the standalone bridge's own registry.
+mod metrics;
 /// Mounted tools appear, answer and disappear, with tools/list_changed.
 mod mounting;
 /// Each Kubernetes server's NetworkPolicy (fake): owned by its Job, who it lets in, egress none,

@@ -164,7 +164,9 @@ fn deadline_and_left(fake: &FakeKube, job: &str, expires_at: &str) -> (i64, f64)
 async fn on_kubernetes_an_idle_server_is_a_suspended_job_and_a_call_through_the_gateway_wakes_it() {
     within(LIMIT, async {
         let c = process_cluster().await;
-        let meta = kube_meta_with_env(&c, &[], &[]).await.client;
+        // One replica, always the leader: the requests counted below are the idle check's alone
+        // (no Lease renewals, and the reaper looks at its usual pace).
+        let meta = kube_meta_with_env(&c, &["--leader-election", "off"], &[]).await.client;
         let server = call_ok(
             &meta,
             "create_mcp_server",

@@ -24,6 +24,7 @@ pub use probe::{Failure, FailureReason, ProbeReport, Readiness};
 
 use crate::{
     bridge::http::{OpenError, Opened, SessionOpener},
+    metrics::Metrics,
     tasks::Tasks,
 };
 use child::Child;
@@ -42,6 +43,7 @@ pub(crate) struct EngineConfig {
     pub(crate) spares: usize,
     /// Echo the children's stderr to ours (standalone bridge).
     pub(crate) echo_stderr: bool,
+    pub(crate) metrics: Metrics,
 }
 
 /// The children of one server. Shared behind an `Arc`.
@@ -122,7 +124,9 @@ impl Engine {
 
     fn spawn_child(&self, role: &str) -> Result<Child, child::SpawnError> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        Child::spawn(&self.cfg.command, self.logs.clone(), format!("{role}-{n}"), &self.tasks)
+        let child = Child::spawn(&self.cfg.command, self.logs.clone(), format!("{role}-{n}"), &self.tasks)?;
+        self.cfg.metrics.bridge().count_exit(child.exit_watch(), &self.tasks);
+        Ok(child)
     }
 
     /// Keep `cfg.spares` children started, unless the server failed or we are stopping.
@@ -171,6 +175,10 @@ impl Engine {
 struct Opener(Arc<Engine>);
 
 impl SessionOpener for Opener {
+    fn calls(&self) -> Option<prometheus_client::metrics::counter::Counter> {
+        Some(self.0.cfg.metrics.bridge().calls())
+    }
+
     fn open(&self) -> futures::future::BoxFuture<'_, Result<Opened, OpenError>> {
         Box::pin(async move {
             let engine = &self.0;
@@ -192,11 +200,13 @@ impl SessionOpener for Opener {
             engine.refill_spares();
             tracing::debug!(pid = child.pid(), "session child assigned");
             let upstream = child.take_upstream();
+            let open = engine.cfg.metrics.bridge().session_opened();
             Ok(Opened {
                 upstream,
                 closer: Box::new(move || {
                     Box::pin(async move {
                         child.terminate().await;
+                        drop(open);
                     })
                 }),
             })

@@ -15,6 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 
 use crate::tasks::Tasks;
@@ -53,6 +54,8 @@ pub(crate) struct Relay {
     to_upstream: mpsc::Sender<Bytes>,
     routes: Arc<Mutex<Routes>>,
     closed: watch::Receiver<bool>,
+    /// Counts the requests relayed (the bridge's metrics), if anywhere.
+    calls: Option<Counter>,
 }
 
 /// Why a message could not be forwarded.
@@ -63,12 +66,12 @@ pub(crate) enum RelayError {
 }
 
 impl Relay {
-    /// Start routing `upstream`'s messages.
-    pub(crate) fn start(upstream: Upstream, tasks: &Tasks) -> Arc<Relay> {
+    /// Start routing `upstream`'s messages; the requests sent to it are counted in `calls`.
+    pub(crate) fn start(upstream: Upstream, calls: Option<Counter>, tasks: &Tasks) -> Arc<Relay> {
         let routes = Arc::new(Mutex::new(Routes::default()));
         let (closed_tx, closed_rx) = watch::channel(false);
         tasks.spawn(dispatch(upstream.rx, upstream.end, routes.clone(), closed_tx));
-        Arc::new(Relay { to_upstream: upstream.tx, routes, closed: closed_rx })
+        Arc::new(Relay { to_upstream: upstream.tx, routes, closed: closed_rx, calls })
     }
 
     #[cfg(test)]
@@ -91,7 +94,11 @@ impl Relay {
         reply_to: Option<&mpsc::Sender<Bytes>>,
     ) -> Result<(), RelayError> {
         self.register(envelopes, reply_to)?;
-        self.to_upstream.send(message).await.map_err(|_| RelayError::Closed)
+        self.to_upstream.send(message).await.map_err(|_| RelayError::Closed)?;
+        if let Some(calls) = &self.calls {
+            calls.inc_by(envelopes.iter().filter(|e| e.is_request()).count() as u64);
+        }
+        Ok(())
     }
 
     /// Remember where the responses to the requests among `envelopes` go.
@@ -249,7 +256,7 @@ mod tests {
     fn pipe() -> (Arc<Relay>, mpsc::Receiver<Bytes>, mpsc::Sender<Bytes>) {
         let (to_server_tx, to_server_rx) = mpsc::channel(16);
         let (from_server_tx, from_server_rx) = mpsc::channel(16);
-        let relay = Relay::start(Upstream { tx: to_server_tx, rx: from_server_rx, end: None }, &Tasks::new());
+        let relay = Relay::start(Upstream { tx: to_server_tx, rx: from_server_rx, end: None }, None, &Tasks::new());
         (relay, to_server_rx, from_server_tx)
     }
 

@@ -45,6 +45,11 @@ pub(crate) enum OpenError {
 /// Makes the upstream of a new session.
 pub(crate) trait SessionOpener: Send + Sync + 'static {
     fn open(&self) -> BoxFuture<'_, Result<Opened, OpenError>>;
+
+    /// Where the JSON-RPC requests relayed to its upstreams are counted, if anywhere.
+    fn calls(&self) -> Option<prometheus_client::metrics::counter::Counter> {
+        None
+    }
 }
 
 pub(crate) struct Session {
@@ -138,7 +143,7 @@ impl SessionTable {
         let id = new_session_id();
         let session = Arc::new(Session {
             id: id.clone(),
-            relay: Relay::start(opened.upstream, &self.tasks),
+            relay: Relay::start(opened.upstream, self.opener.calls(), &self.tasks),
             closer: Mutex::new(Some(opened.closer)),
             last_active: Mutex::new(Instant::now()),
             streams: AtomicUsize::new(0),

@@ -390,6 +390,17 @@ pub(crate) fn job(spec: &ServerSpec, settings: &JobSettings) -> Job {
         metadata: ObjectMeta {
             annotations: Some(annotations(spec, port, transport)),
             labels: Some(job_labels(&spec.identity)),
+            owner_references: spec.identity.owner.as_ref().map(|o| {
+                // Not blockOwnerDeletion: it would need `update` on the owner's finalizers.
+                vec![OwnerReference {
+                    api_version: o.api_version.clone(),
+                    kind: o.kind.clone(),
+                    name: o.name.clone(),
+                    uid: o.uid.clone(),
+                    controller: Some(true),
+                    block_owner_deletion: None,
+                }]
+            }),
             ..meta(spec.identity.name.clone(), spec)
         },
         spec: Some(JobSpec {
@@ -490,6 +501,7 @@ mod tests {
                 expires_at: created_at + Duration::from_secs(600),
                 idle_timeout: None,
                 capability: None,
+                owner: None,
             },
             launch: Launch {
                 source,

@@ -5,8 +5,10 @@
 //! (`activeDeadlineSeconds`, `ttlSecondsAfterFinished`).
 
 pub(crate) mod client;
+pub mod crd;
 mod dialer;
 mod directory;
+pub(crate) mod lease;
 pub(crate) mod manifests;
 pub(crate) mod network_policy;
 mod pods;
@@ -37,8 +39,8 @@ use self::{
     network_policy::PolicySettings, retry::ApiError,
 };
 use super::{
-    DeletePhase, Deleted, Idleness, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY, Phase, Reason,
-    RuntimeError, ServerInfo, StopReason, Urls, wake::Waker,
+    DeletePhase, Deleted, FoundMember, Idleness, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY, MemberState,
+    Phase, Reason, RuntimeError, ServerInfo, StopReason, Urls, wake::Waker,
 };
 use crate::{
     gateway::Pool,
@@ -101,8 +103,8 @@ pub(crate) struct KubernetesRuntime {
 }
 
 impl KubernetesRuntime {
-    /// The runtime, with its pod directory and a sweep of what a crashed predecessor left
-    /// behind started on `tasks`.
+    /// The runtime, with its pod directory started on `tasks`. What a crashed predecessor left
+    /// behind is swept by the leader ([`Self::sweep_orphans`]).
     pub(crate) fn start(
         conn: Connection,
         settings: JobSettings,
@@ -114,7 +116,7 @@ impl KubernetesRuntime {
         let directory = PodDirectory::start(pods.clone(), &tasks);
         let dialer = PodDialer::new(pods, directory.clone(), conn.in_cluster, tasks.child());
         let pool = Pool::new(Arc::new(dialer), tasks.child());
-        let rt = Arc::new(KubernetesRuntime {
+        Arc::new(KubernetesRuntime {
             client: conn.client,
             namespace: conn.namespace,
             settings,
@@ -124,10 +126,12 @@ impl KubernetesRuntime {
             pool,
             waker: Waker::default(),
             tokens: tokens::Tokens::default(),
-        });
-        let sweeper = rt.clone();
-        tasks.spawn_until_cancelled(async move { sweeper.sweep_orphans().await });
-        rt
+        })
+    }
+
+    /// The Leases of the servers' namespace, for leader election.
+    pub(crate) fn leases(&self) -> Api<k8s_openapi::api::coordination::v1::Lease> {
+        Api::namespaced(self.client.clone(), &self.namespace)
     }
 
     pub(crate) fn namespace(&self) -> &str {
@@ -378,20 +382,14 @@ impl KubernetesRuntime {
         tokio::time::timeout(limit, wait).await.is_ok()
     }
 
-    /// Delete Secrets and Services whose Job is gone: what a crash between two creates leaves.
-    async fn sweep_orphans(&self) {
+    /// Delete Secrets, Services and NetworkPolicies whose Job is gone: what a crash between
+    /// two creates leaves. The leader does it, once per term (warm-pool members of a previous
+    /// leader are the pools' to adopt or delete: [`Self::pool_members`]).
+    pub(crate) async fn sweep_orphans(&self) {
         let managed = ListParams::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
         let jobs = self.jobs();
         let Ok(jobs) = retry::call("list jobs", || jobs.list(&managed)).await else { return };
         let alive: std::collections::BTreeSet<String> = jobs.items.iter().map(|j| j.name_any()).collect();
-        // Warm-pool members of a previous run: nobody will hand them out.
-        let started = std::time::SystemTime::now() - Duration::from_secs(5);
-        for job in jobs.items.iter().filter(|j| j.labels().contains_key(LABEL_POOL)) {
-            if job.metadata.creation_timestamp.as_ref().is_some_and(|t| std::time::SystemTime::from(t.0) < started) {
-                tracing::info!(server = %job.name_any(), "deleting a warm-pool member of a previous run");
-                let _ = self.remove(&job.name_any()).await;
-            }
-        }
         let old = |meta: &kube::api::ObjectMeta| {
             let instance = meta.labels.as_ref().and_then(|l| l.get(LABEL_INSTANCE));
             let created = meta.creation_timestamp.as_ref().map(|t| std::time::SystemTime::from(t.0));
@@ -419,6 +417,66 @@ impl KubernetesRuntime {
                 self.delete_quietly(&policies, &p.name_any()).await;
             }
         }
+    }
+
+    /// The warm-pool members in the cluster (a previous leader's or run's), each with whether
+    /// it can join the pool of its preset: it must run exactly what `members[preset]` (a new
+    /// member's spec) would, and be Ready or on its way there.
+    pub(crate) async fn pool_members(
+        &self,
+        members: &BTreeMap<String, ServerSpec>,
+    ) -> Result<Vec<FoundMember>, RuntimeError> {
+        let labels = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_POOL}");
+        let (jobs, params) = (self.jobs(), ListParams::default().labels(&labels));
+        let jobs = retry::call("list jobs", || jobs.list(&params))
+            .await
+            .map_err(|e| e.into_runtime("listing warm-pool members"))?;
+        let mut found = Vec::new();
+        for job in jobs.items {
+            let name = job.name_any();
+            let preset = job.labels().get(LABEL_POOL).cloned().unwrap_or_default();
+            let fits = job.metadata.deletion_timestamp.is_none()
+                && members.get(&preset).is_some_and(|spec| self.runs_as(&job, spec));
+            let state = if !fits {
+                MemberState::Unusable
+            } else {
+                let pod = match self.directory.cached(&name) {
+                    Some(pod) => Some(pod),
+                    None => self.find_pod(&name).await?,
+                };
+                match self.info(&job, pod.as_ref()).phase {
+                    Phase::Ready => MemberState::Ready,
+                    Phase::Pending | Phase::Starting => MemberState::Starting,
+                    _ => MemberState::Unusable,
+                }
+            };
+            found.push(FoundMember { name, preset, state });
+        }
+        Ok(found)
+    }
+
+    /// Whether `job` runs what `spec` would under the Job's name: the same containers (image,
+    /// command, arguments, environment, resources), API access and spec annotation.
+    fn runs_as(&self, job: &Job, spec: &ServerSpec) -> bool {
+        let mut spec = spec.clone();
+        spec.identity.name = job.name_any();
+        let wanted = manifests::job(&spec, &self.settings);
+        let what = |job: &Job| {
+            let pod = job.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+            let containers = |list: Option<&Vec<k8s_openapi::api::core::v1::Container>>| -> Vec<serde_json::Value> {
+                list.into_iter()
+                    .flatten()
+                    .map(|c| serde_json::json!([c.name, c.image, c.command, c.args, c.env, c.env_from, c.resources]))
+                    .collect()
+            };
+            serde_json::json!([
+                containers(pod.map(|p| &p.containers)),
+                containers(pod.and_then(|p| p.init_containers.as_ref())),
+                pod.and_then(|p| p.automount_service_account_token),
+                status::spec_annotation(job),
+            ])
+        };
+        what(job) == what(&wanted)
     }
 }
 
@@ -536,6 +594,29 @@ impl KubernetesRuntime {
         }
         infos.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.job_name.cmp(&b.job_name)));
         Ok(infos)
+    }
+
+    /// Delete the `MCPServer` resource server `name` was made for, if any (its Job, and with
+    /// it the server, then goes by garbage collection; the caller deletes it at once too).
+    pub(crate) async fn delete_owner(&self, name: &str) -> Result<(), RuntimeError> {
+        let jobs = self.jobs();
+        let job = retry::call("get job", || jobs.get_opt(name))
+            .await
+            .map_err(|e| e.into_runtime(format!("reading server `{name}`")))?;
+        let Some(resource) = job.as_ref().and_then(|j| j.labels().get(super::LABEL_RESOURCE).cloned()) else {
+            return Ok(());
+        };
+        let resources: Api<crd::MCPServer> = Api::namespaced(self.client.clone(), &self.namespace);
+        let gone = delete_named(&resources, &resource)
+            .await
+            .map_err(|e| e.into_runtime(format!("deleting the MCPServer `{resource}` of server `{name}`")))?;
+        tracing::info!(server = name, resource, existed = gone, "deleted the server's MCPServer resource");
+        Ok(())
+    }
+
+    /// The API client and namespace, for the controller of `MCPServer` resources.
+    pub(crate) fn client(&self) -> (Client, String) {
+        (self.client.clone(), self.namespace.clone())
     }
 
     pub(crate) async fn delete(&self, name: &str, wait: bool) -> Result<Deleted, RuntimeError> {

@@ -36,6 +36,16 @@ pub const API_ACCESS: &[Access] = &[
     },
     // the events of a failing pod go into the error message.
     Access { group: "", resource: "events", verbs: &["list"] },
+    // leader election among replicas (lease.rs): read the Lease, create it when missing, take,
+    // renew and release it by update (a PUT with the resourceVersion read).
+    Access { group: "coordination.k8s.io", resource: "leases", verbs: &["get", "create", "update"] },
+    // the controller (--controller): watches MCPServer resources and writes their status;
+    // delete_mcp_server (and the TTL) of a resource-made server deletes its resource.
+    Access { group: "mcp-ephemeral.dev", resource: "mcpservers", verbs: &["get", "list", "watch", "delete"] },
+    Access { group: "mcp-ephemeral.dev", resource: "mcpservers/status", verbs: &["patch"] },
+    // a pool's maxActive and defaults, and its status.
+    Access { group: "mcp-ephemeral.dev", resource: "mcppools", verbs: &["get"] },
+    Access { group: "mcp-ephemeral.dev", resource: "mcppools/status", verbs: &["patch"] },
 ];
 
 /// Whether `API_ACCESS` allows `verb` on `group`/`resource`.

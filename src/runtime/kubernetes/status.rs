@@ -9,7 +9,7 @@ use super::manifests::{
     ANNOTATION_CREATED, ANNOTATION_EXPIRES, ANNOTATION_LAST_ACTIVITY, ANNOTATION_READY, ANNOTATION_SPEC,
     ANNOTATION_STOPPED, CONTAINER, LABEL_IDLE_TIMEOUT, SpecAnnotation,
 };
-use crate::runtime::{LABEL_PRESET, Phase, Reason, ServerInfo, StopReason, Urls, startup::StartStep};
+use crate::runtime::{LABEL_PRESET, Phase, Reason, ServerInfo, ServerSource, StopReason, Urls, startup::StartStep};
 
 /// Container waiting reasons that never resolve on their own: the server has failed.
 const FATAL_WAITING: [&str; 7] = [
@@ -274,7 +274,10 @@ fn described(job: &Job, urls: Urls) -> ServerInfo {
         created + Duration::from_secs(deadline)
     });
     let preset = labels.get(LABEL_PRESET).cloned().filter(|p| p != "custom").or(annotation.preset.clone());
+    let source =
+        if labels.contains_key(crate::runtime::LABEL_RESOURCE) { ServerSource::Resource } else { ServerSource::Tool };
     ServerInfo {
+        source,
         preset,
         command: annotation.command,
         labels,

@@ -249,6 +249,15 @@ pub(crate) fn prepare_create(rt: &ResourceType, obj: &mut Value, store: &mut Sto
             obj["spec"] = json!({ "finalizers": ["kubernetes"] });
             obj["status"] = json!({ "phase": "Active" });
         }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => super::crds::prepare_create(obj),
+        _ if rt.is_custom() => {
+            // A custom resource's create cannot set a status that is a subresource.
+            if rt.has_status()
+                && let Some(m) = obj.as_object_mut()
+            {
+                m.remove("status");
+            }
+        }
         _ => {
             if rt.has_status() {
                 obj["status"] = json!({});
@@ -288,6 +297,9 @@ fn obj_mut_value<'a>(v: &'a mut Value, field: &str) -> &'a mut Value {
 /// Defaulting on update: `stringData` folds into `data`; a Service keeps its cluster IP when the
 /// update leaves it out.
 pub(crate) fn prepare_update(rt: &ResourceType, obj: &mut Value, old: &Value) {
+    if is(rt, "apiextensions.k8s.io", "customresourcedefinitions") {
+        super::crds::prepare_update(obj);
+    }
     if is(rt, "", "secrets") {
         fold_string_data(obj);
     }
@@ -649,6 +661,7 @@ pub(crate) fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> V
             }
         }
         ("networking.k8s.io", "networkpolicies") => check_network_policy(&mut errs, &obj["spec"]),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => errs.extend(super::crds::validate(obj, old)),
         ("", "services") => {
             let spec = &obj["spec"];
             let headless = spec["clusterIP"].as_str() == Some("None");

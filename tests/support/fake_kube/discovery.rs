@@ -1,5 +1,11 @@
 //! The kinds the fake serves and the discovery documents (`/api`, `/apis`, `/api/v1`,
 //! `/apis/{group}/{version}`, `/version`) built from them: enough for kubectl's legacy discovery.
+//! The built-in kinds are the static `TYPES`; kinds defined by a CustomResourceDefinition are
+//! interned into a process-wide registry (`intern`) and served by the fakes whose store holds
+//! their CRD (`Store::custom`), so that fakes running side by side in one test binary each see
+//! only their own CRDs.
+
+use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
@@ -19,6 +25,77 @@ pub(crate) struct ResourceType {
     /// Whether a DELETE answers with the object (the registry's `ReturnDeletedObject`) rather than a
     /// `Success` Status once the object is gone.
     pub returns_deleted_object: bool,
+    /// Set for kinds a CustomResourceDefinition defines.
+    pub custom: Option<Custom>,
+}
+
+/// What a custom kind adds to a `ResourceType`.
+#[derive(Debug)]
+pub(crate) struct Custom {
+    pub id: TypeId,
+    /// The name of the CRD that defines it (`mcpservers.mcp-ephemeral.dev`).
+    pub crd: &'static str,
+    pub categories: &'static [&'static str],
+}
+
+/// A custom kind as a CRD version defines it; equal definitions share one `ResourceType`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CustomDef {
+    pub crd: String,
+    pub group: String,
+    pub version: String,
+    pub plural: String,
+    pub singular: String,
+    pub kind: String,
+    pub namespaced: bool,
+    pub short_names: Vec<String>,
+    pub categories: Vec<String>,
+    pub status: bool,
+    pub scale: bool,
+}
+
+static CUSTOM: Mutex<Vec<(CustomDef, &'static ResourceType)>> = Mutex::new(Vec::new());
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_string().into_boxed_str())
+}
+
+fn leak_all(v: &[String]) -> &'static [&'static str] {
+    Box::leak(v.iter().map(|s| leak(s)).collect::<Vec<_>>().into_boxed_slice())
+}
+
+/// The `ResourceType` of a custom kind; the same one for the same definition (the registry only
+/// grows, by one entry per distinct definition a test registers).
+pub(crate) fn intern(def: &CustomDef) -> &'static ResourceType {
+    let mut reg = CUSTOM.lock().expect("custom types lock");
+    if let Some((_, rt)) = reg.iter().find(|(d, _)| d == def) {
+        return rt;
+    }
+    let mut subs: Vec<(&'static str, &'static [&'static str])> = Vec::new();
+    if def.status {
+        subs.push(STATUS);
+    }
+    if def.scale {
+        subs.push(("scale", &["get", "patch", "update"]));
+    }
+    let rt: &'static ResourceType = Box::leak(Box::new(ResourceType {
+        group: leak(&def.group),
+        version: leak(&def.version),
+        plural: leak(&def.plural),
+        singular: leak(&def.singular),
+        kind: leak(&def.kind),
+        namespaced: def.namespaced,
+        short_names: leak_all(&def.short_names),
+        subresources: Box::leak(subs.into_boxed_slice()),
+        returns_deleted_object: false,
+        custom: Some(Custom {
+            id: TYPES.len() + reg.len(),
+            crd: leak(&def.crd),
+            categories: leak_all(&def.categories),
+        }),
+    }));
+    reg.push((def.clone(), rt));
+    rt
 }
 
 const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
@@ -36,6 +113,7 @@ macro_rules! rt {
             short_names: $short,
             subresources: $sub,
             returns_deleted_object: $ret,
+            custom: None,
         }
     };
 }
@@ -116,6 +194,17 @@ pub(crate) static TYPES: &[ResourceType] = &[
     ),
     rt!("networking.k8s.io", "networkpolicies", "networkpolicy", "NetworkPolicy", true, &["netpol"], &[], false),
     rt!("networking.k8s.io", "ingresses", "ingress", "Ingress", true, &["ing"], &[STATUS], false),
+    rt!("coordination.k8s.io", "leases", "lease", "Lease", true, &[], &[], false),
+    rt!(
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        "CustomResourceDefinition",
+        false,
+        &["crd", "crds"],
+        &[STATUS],
+        false
+    ),
     rt!(
         "policy",
         "poddisruptionbudgets",
@@ -151,23 +240,51 @@ impl ResourceType {
     }
 
     pub fn id(&self) -> TypeId {
-        TYPES.iter().position(|t| std::ptr::eq(t, self)).expect("a type of TYPES")
+        match &self.custom {
+            Some(c) => c.id,
+            None => TYPES.iter().position(|t| std::ptr::eq(t, self)).expect("a type of TYPES"),
+        }
+    }
+
+    pub fn is_custom(&self) -> bool {
+        self.custom.is_some()
     }
 }
 
+/// A built-in kind by group and resource.
 pub(crate) fn by_resource(group: &str, plural: &str) -> Option<&'static ResourceType> {
     TYPES.iter().find(|t| t.group == group && t.plural == plural)
 }
 
-/// By apiVersion (`batch/v1`, `v1`) and kind, as ownerReferences name their owner.
-pub(crate) fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceType> {
-    TYPES.iter().find(|t| t.kind == kind && t.api_version() == api_version)
+/// The built-in kinds, then `custom` (the custom kinds one fake serves).
+pub(crate) fn served<'a>(custom: &'a [&'static ResourceType]) -> impl Iterator<Item = &'static ResourceType> + 'a {
+    TYPES.iter().chain(custom.iter().copied())
 }
 
-/// Lenient lookup for the test-facing helpers: `"Pod"`, `"pods"`, `"pod"`, `"jobs.batch"`.
-pub(crate) fn by_name(name: &str) -> Option<&'static ResourceType> {
+/// A served kind by group, version and resource, as a request path names it.
+pub(crate) fn find(
+    custom: &[&'static ResourceType],
+    group: &str,
+    version: &str,
+    plural: &str,
+) -> Option<&'static ResourceType> {
+    served(custom).find(|t| t.group == group && t.version == version && t.plural == plural)
+}
+
+/// By apiVersion (`batch/v1`, `v1`) and kind, as ownerReferences name their owner.
+pub(crate) fn by_kind(
+    custom: &[&'static ResourceType],
+    api_version: &str,
+    kind: &str,
+) -> Option<&'static ResourceType> {
+    served(custom).find(|t| t.kind == kind && t.api_version() == api_version)
+}
+
+/// Lenient lookup for the test-facing helpers: `"Pod"`, `"pods"`, `"pod"`, `"jobs.batch"`,
+/// `"mcpservers"`.
+pub(crate) fn by_name(custom: &[&'static ResourceType], name: &str) -> Option<&'static ResourceType> {
     let (name, group) = name.split_once('.').map_or((name, None), |(n, g)| (n, Some(g)));
-    TYPES.iter().find(|t| {
+    served(custom).find(|t| {
         group.is_none_or(|g| g == t.group)
             && (t.plural.eq_ignore_ascii_case(name)
                 || t.singular.eq_ignore_ascii_case(name)
@@ -176,19 +293,46 @@ pub(crate) fn by_name(name: &str) -> Option<&'static ResourceType> {
 }
 
 pub(crate) fn type_of(id: TypeId) -> &'static ResourceType {
-    &TYPES[id]
+    match TYPES.get(id) {
+        Some(t) => t,
+        None => CUSTOM.lock().expect("custom types lock")[id - TYPES.len()].1,
+    }
 }
 
-fn groups() -> Vec<&'static str> {
-    let mut gs: Vec<&str> = TYPES.iter().map(|t| t.group).filter(|g| !g.is_empty()).collect();
-    gs.dedup();
-    gs.sort();
-    gs.dedup();
+/// Each group with its versions, groups in name order, versions as first served.
+fn groups(custom: &[&'static ResourceType]) -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut gs: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for t in served(custom).filter(|t| !t.group.is_empty()) {
+        match gs.iter_mut().find(|(g, _)| *g == t.group) {
+            Some((_, vs)) if !vs.contains(&t.version) => vs.push(t.version),
+            Some(_) => {}
+            None => gs.push((t.group, vec![t.version])),
+        }
+    }
+    gs.sort_by_key(|(g, _)| *g);
+    for (_, vs) in &mut gs {
+        vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+    }
     gs
 }
 
-pub(crate) fn is_group_version(group: &str, version: &str) -> bool {
-    version == "v1" && TYPES.iter().any(|t| t.group == group)
+/// Kubernetes' version order: GA before beta before alpha, higher numbers first.
+fn version_priority(v: &str) -> (u8, u32, u32) {
+    let Some(rest) = v.strip_prefix('v') else { return (0, 0, 0) };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let major: u32 = digits.parse().unwrap_or(0);
+    let tail = &rest[digits.len()..];
+    let num = |s: &str| s.parse::<u32>().unwrap_or(0);
+    match tail {
+        "" => (3, major, 0),
+        t if t.starts_with("beta") => (2, major, num(&t[4..])),
+        t if t.starts_with("alpha") => (1, major, num(&t[5..])),
+        _ => (0, 0, 0),
+    }
+}
+
+pub(crate) fn is_group_version(custom: &[&'static ResourceType], group: &str, version: &str) -> bool {
+    served(custom).any(|t| t.group == group && t.version == version)
 }
 
 /// `GET /api`
@@ -200,31 +344,31 @@ pub(crate) fn api_versions(server_address: &str) -> Value {
     })
 }
 
-fn group_json(group: &str) -> Value {
-    let gv = json!({ "groupVersion": format!("{group}/v1"), "version": "v1" });
-    json!({ "name": group, "versions": [gv.clone()], "preferredVersion": gv })
+fn group_json(group: &str, versions: &[&str]) -> Value {
+    let gvs: Vec<Value> =
+        versions.iter().map(|v| json!({ "groupVersion": format!("{group}/{v}"), "version": v })).collect();
+    json!({ "name": group, "versions": gvs, "preferredVersion": gvs[0] })
 }
 
 /// `GET /apis`
-pub(crate) fn api_group_list() -> Value {
-    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups().into_iter().map(group_json).collect::<Vec<_>>() })
+pub(crate) fn api_group_list(custom: &[&'static ResourceType]) -> Value {
+    let groups: Vec<Value> = groups(custom).iter().map(|(g, vs)| group_json(g, vs)).collect();
+    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
 }
 
 /// `GET /apis/{group}`
-pub(crate) fn api_group(group: &str) -> Option<Value> {
-    if !groups().contains(&group) {
-        return None;
-    }
-    let mut g = group_json(group);
+pub(crate) fn api_group(custom: &[&'static ResourceType], group: &str) -> Option<Value> {
+    let (_, versions) = groups(custom).into_iter().find(|(g, _)| *g == group)?;
+    let mut g = group_json(group, &versions);
     g["kind"] = json!("APIGroup");
     g["apiVersion"] = json!("v1");
     Some(g)
 }
 
-/// `GET /api/v1`, `GET /apis/{group}/v1`
-pub(crate) fn api_resource_list(group: &str) -> Value {
+/// `GET /api/v1`, `GET /apis/{group}/{version}`
+pub(crate) fn api_resource_list(custom: &[&'static ResourceType], group: &str, version: &str) -> Value {
     let mut resources = Vec::new();
-    for t in TYPES.iter().filter(|t| t.group == group) {
+    for t in served(custom).filter(|t| t.group == group && t.version == version) {
         let verbs: &[&str] = if t.plural == "namespaces" {
             &["create", "delete", "get", "list", "patch", "update", "watch"]
         } else {
@@ -240,7 +384,11 @@ pub(crate) fn api_resource_list(group: &str) -> Value {
         if !t.short_names.is_empty() {
             r["shortNames"] = json!(t.short_names);
         }
-        if matches!(
+        if let Some(c) = &t.custom {
+            if !c.categories.is_empty() {
+                r["categories"] = json!(c.categories);
+            }
+        } else if matches!(
             t.plural,
             "pods" | "services" | "deployments" | "jobs" | "cronjobs" | "statefulsets" | "daemonsets" | "replicasets"
         ) {
@@ -268,7 +416,7 @@ pub(crate) fn api_resource_list(group: &str) -> Value {
             }));
         }
     }
-    let group_version = if group.is_empty() { "v1".to_string() } else { format!("{group}/v1") };
+    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources })
 }
 

@@ -3,7 +3,9 @@
 //! once its dependents are gone; `orphan` strips the ownerReferences to it; objects whose owners
 //! no longer exist are collected; namespaces being deleted are emptied; terminating pods are
 //! removed when their grace delay is over
-//! and their processes (process kubelet) are gone.
+//! and their processes (process kubelet) are gone; a CRD being deleted has its custom resources
+//! deleted, then loses its cleanup finalizer and goes (taking its kind with it). Owners are
+//! matched by uid, whatever their kind: a Job owned by a custom resource goes with it.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -13,7 +15,8 @@ use std::{
 use serde_json::{Value, json};
 
 use super::{
-    discovery,
+    crds, discovery,
+    discovery::TypeId,
     store::{DeleteOpts, Key, Propagation, Store, finalizers, owner_uids, set_finalizers, uid_of},
 };
 
@@ -70,6 +73,43 @@ pub(crate) fn pass(store: &mut Store, now: Instant) -> Option<Instant> {
         for (k, already) in inside {
             if !already {
                 delete_key(store, &k);
+            }
+        }
+    }
+
+    // CRDs being deleted: their objects first (background), then the CRD.
+    let crd_rt = crds::crd_type();
+    let doomed: Vec<Key> = store
+        .list(crd_rt.id(), None)
+        .into_iter()
+        .filter(|(_, c)| deleting(c) && finalizers(c).iter().any(|f| f == crds::CLEANUP_FINALIZER))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in doomed {
+        store.modify(&key, crds::mark_terminating);
+        let kinds: Vec<TypeId> = store
+            .custom
+            .iter()
+            .filter(|t| t.custom.as_ref().is_some_and(|c| c.crd == key.name))
+            .map(|t| t.id())
+            .collect();
+        let instances: Vec<(Key, bool)> = kinds
+            .iter()
+            .flat_map(|ty| store.list(*ty, None).into_iter().map(|(k, o)| (k.clone(), deleting(o))).collect::<Vec<_>>())
+            .collect();
+        for (k, already) in &instances {
+            if !already {
+                delete_key(store, k);
+            }
+        }
+        if kinds.iter().all(|ty| store.list(*ty, None).is_empty()) {
+            let Some(crd) = store.get(&key) else { continue };
+            let mut fins = finalizers(crd);
+            fins.retain(|f| f != crds::CLEANUP_FINALIZER);
+            if fins.is_empty() {
+                store.raw_remove(&key);
+            } else {
+                store.modify(&key, |o| set_finalizers(o, &fins));
             }
         }
     }
@@ -132,6 +172,7 @@ pub(crate) fn pass(store: &mut Store, now: Instant) -> Option<Instant> {
                 .iter()
                 .filter(|r| {
                     discovery::by_kind(
+                        &store.custom,
                         r["apiVersion"].as_str().unwrap_or_default(),
                         r["kind"].as_str().unwrap_or_default(),
                     )

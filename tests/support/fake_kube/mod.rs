@@ -16,18 +16,23 @@
 //! authentication and RBAC (everything is allowed unless a fault says 403); admission webhooks,
 //! quotas, more than one node; `resourceVersion` on GET/list (always the latest state) and list
 //! snapshots across pages; server-side apply field ownership (apply = merge patch that may
-//! create); protobuf and Table output; `follow=true` logs (the current lines, then the response
+//! create); protobuf, and Table output for built-in kinds; `follow=true` logs (the current lines, then the response
 //! ends); event deduplication (`count` stays 1); the job-tracking pod finalizer; scripted pods'
 //! containers are not marked terminated when a pod is deleted (it just goes after its grace
 //! delay). Timing is wall-clock (tokio time), with
 //! small default delays (`Delays`).
+//!
+//! Custom resources (`crds.rs`): a stored CustomResourceDefinition registers its kinds at run
+//! time (discovery, generic verbs, status subresource, watches, Tables from printer columns,
+//! owner GC, finalizers); schemas are not applied (no validation, pruning or conversion).
 //!
 //! Behaviours worth knowing: a DELETE answers like the real registry, with the object for pods,
 //! services, serviceaccounts and namespaces and for anything only marked for deletion (finalizers,
 //! grace period), and with a `Success` Status for other kinds once they are gone (so kube's
 //! `Api::delete` gives `Right(Status)` for a Job deleted in the background, `Left(Job)` for orphan
 //! or foreground); a Job deleted without a propagation policy orphans its pods; list items carry
-//! no apiVersion/kind; a create in a missing namespace is 404 while a list there is empty.
+//! no apiVersion/kind (custom resources' do, as from the real server); a create in a missing
+//! namespace is 404 while a list there is empty.
 //!
 //! ```text
 //! let fake = FakeKube::start(FakeConfig::new("ns").rule("bad-image", Script::ImagePullFailure)).await;
@@ -44,6 +49,7 @@
 #![allow(dead_code)]
 
 mod admission;
+mod crds;
 mod discovery;
 mod faults;
 mod gc;
@@ -220,10 +226,6 @@ impl Drop for FakeKube {
     }
 }
 
-fn resource_type(resource: &str) -> &'static discovery::ResourceType {
-    discovery::by_name(resource).unwrap_or_else(|| panic!("fake_kube: unknown resource {resource:?}"))
-}
-
 fn typed_resource<K: k8s_openapi::Resource>() -> &'static discovery::ResourceType {
     discovery::by_resource(K::GROUP, K::URL_PATH_SEGMENT)
         .unwrap_or_else(|| panic!("fake_kube: {} is not a kind the fake serves", K::KIND))
@@ -297,6 +299,12 @@ impl FakeKube {
         fake
     }
 
+    /// A built-in kind, or a custom kind one of this fake's CRDs defines, by a lenient name.
+    fn resource_type(&self, resource: &str) -> &'static discovery::ResourceType {
+        let custom = self.shared.store.lock().expect("store lock").custom.clone();
+        discovery::by_name(&custom, resource).unwrap_or_else(|| panic!("fake_kube: unknown resource {resource:?}"))
+    }
+
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> &str {
         &self.url
@@ -347,7 +355,7 @@ impl FakeKube {
 
     /// Create a namespace if it does not exist.
     pub fn add_namespace(&self, ns: &str) {
-        let rt = resource_type("namespaces");
+        let rt = self.resource_type("namespaces");
         self.shared.write(|s| {
             if !s.namespace_exists(ns) {
                 s.create(rt, "", json!({ "metadata": { "name": ns } }), false).expect("fake_kube: create namespace");
@@ -378,13 +386,13 @@ impl FakeKube {
 
     /// One stored object as JSON; `resource` is a kind or resource name (`"Job"`, `"jobs"`, `"pod"`).
     pub fn get_json(&self, resource: &str, ns: &str, name: &str) -> Option<Value> {
-        let rt = resource_type(resource);
+        let rt = self.resource_type(resource);
         self.shared.store.lock().expect("store lock").get(&Key::new(rt, ns, name)).cloned()
     }
 
     /// The stored objects of a kind, in one namespace or (None) all.
     pub fn list_json(&self, resource: &str, ns: Option<&str>) -> Vec<Value> {
-        let rt = resource_type(resource);
+        let rt = self.resource_type(resource);
         self.shared.store.lock().expect("store lock").list(rt.id(), ns).into_iter().map(|(_, o)| o.clone()).collect()
     }
 
@@ -402,7 +410,7 @@ impl FakeKube {
 
     /// `insert` for JSON; `resource` as in `get_json`.
     pub fn insert_json(&self, resource: &str, ns: &str, mut obj: Value) -> Value {
-        let rt = resource_type(resource);
+        let rt = self.resource_type(resource);
         if obj["metadata"]["name"].as_str().is_none_or(str::is_empty)
             && let Some(prefix) = obj["metadata"]["generateName"].as_str()
         {
@@ -418,13 +426,13 @@ impl FakeKube {
     /// Change a stored object in place (a new resourceVersion, a MODIFIED event), bypassing the
     /// API; None if it does not exist.
     pub fn update_json(&self, resource: &str, ns: &str, name: &str, f: impl FnOnce(&mut Value)) -> Option<Value> {
-        let rt = resource_type(resource);
+        let rt = self.resource_type(resource);
         self.shared.write(|s| s.modify(&Key::new(rt, ns, name), f))
     }
 
     /// Append a line to a pod's current container log.
     pub fn append_log(&self, ns: &str, pod: &str, line: &str) {
-        let rt = resource_type("pods");
+        let rt = self.resource_type("pods");
         let mut s = self.shared.store.lock().expect("store lock");
         let Some(uid) = s.get(&Key::new(rt, ns, pod)).map(|p| store::uid_of(p).to_string()) else { return };
         s.logs.entry(uid).or_default().current.push(line.into());

@@ -63,33 +63,37 @@ enum Route {
 fn parse(shared: &Shared, path: &str) -> Result<Route, ApiError> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let ok = |v: Value| Ok(Route::Static(json_response(200, &v)));
+    // The custom kinds served at this moment (those of the CRDs in the store).
+    let custom = shared.store.lock().expect("store lock").custom.clone();
+    let custom = custom.as_slice();
     match segs.as_slice() {
         [] => ok(json!({ "paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"] })),
         ["api"] => ok(discovery::api_versions(&shared.addr.to_string())),
-        ["apis"] => ok(discovery::api_group_list()),
+        ["apis"] => ok(discovery::api_group_list(custom)),
         ["version"] => ok(discovery::version()),
         ["healthz" | "livez" | "readyz"] => Ok(Route::Static(text_response(200, "ok".into()))),
-        ["api", "v1"] => ok(discovery::api_resource_list("")),
-        ["apis", g] => discovery::api_group(g).map_or_else(|| Err(ApiError::path_not_found()), ok),
-        ["apis", g, v] if discovery::is_group_version(g, v) => ok(discovery::api_resource_list(g)),
-        ["api", "v1", rest @ ..] => resource("", rest),
-        ["apis", g, v, rest @ ..] if discovery::is_group_version(g, v) => resource(g, rest),
+        ["api", "v1"] => ok(discovery::api_resource_list(custom, "", "v1")),
+        ["apis", g] => discovery::api_group(custom, g).map_or_else(|| Err(ApiError::path_not_found()), ok),
+        ["apis", g, v] if discovery::is_group_version(custom, g, v) => ok(discovery::api_resource_list(custom, g, v)),
+        ["api", "v1", rest @ ..] => resource(custom, "", "v1", rest),
+        ["apis", g, v, rest @ ..] if discovery::is_group_version(custom, g, v) => resource(custom, g, v, rest),
         _ => Err(ApiError::path_not_found()),
     }
 }
 
-fn resource(group: &str, rest: &[&str]) -> Result<Route, ApiError> {
+fn resource(custom: &[&'static ResourceType], group: &str, version: &str, rest: &[&str]) -> Result<Route, ApiError> {
     let s = |i: usize| rest.get(i).map(|x| x.to_string());
+    let find = |plural: &str| discovery::find(custom, group, version, plural);
     if rest.len() >= 3
         && rest[0] == "namespaces"
-        && let Some(rt) = discovery::by_resource(group, rest[2]).filter(|t| t.namespaced)
+        && let Some(rt) = find(rest[2]).filter(|t| t.namespaced)
     {
         if rest.len() > 5 || (rest.len() == 5 && !rt.has_subresource(rest[4])) {
             return Err(ApiError::path_not_found());
         }
         return Ok(Route::Resource(Target { rt, ns: s(1), name: s(3), sub: s(4) }));
     }
-    let rt = rest.first().and_then(|r| discovery::by_resource(group, r)).ok_or_else(ApiError::path_not_found)?;
+    let rt = rest.first().and_then(|r| find(r)).ok_or_else(ApiError::path_not_found)?;
     if rt.namespaced {
         // All namespaces: only list/watch of the collection.
         if rest.len() != 1 {
@@ -224,12 +228,28 @@ async fn handle(
 ) -> Response {
     let rt = t.rt;
     let ns = t.ns.clone().unwrap_or_default();
+    // kubectl get asks for a Table; the fake makes one for custom kinds (from their printer
+    // columns) and answers plain objects for built-in kinds, which kubectl prints itself.
+    let table = rt.is_custom()
+        && req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(super::crds::wants_table);
     match (verb, t.sub.as_deref()) {
-        ("list", None) => list(shared, rt, t.ns.as_deref(), query),
+        ("list", None) => list(shared, rt, t.ns.as_deref(), query, table),
         ("watch", None) => start_watch(shared, rt, &t, query),
         ("get", None | Some("status")) => {
             let name = t.name.as_deref().unwrap_or_default();
-            match shared.store.lock().expect("store lock").get(&Key::new(rt, &ns, name)) {
+            let store = shared.store.lock().expect("store lock");
+            match store.get(&Key::new(rt, &ns, name)) {
+                Some(obj) if table && t.sub.is_none() => {
+                    let meta = json!({ "resourceVersion": store.rv().to_string() });
+                    let body = super::crds::table(
+                        store.crd_of(rt),
+                        rt,
+                        std::slice::from_ref(obj),
+                        meta,
+                        query.get("includeObject").map(String::as_str),
+                    );
+                    table_response(&body)
+                }
                 Some(obj) => json_response(200, obj),
                 None => ApiError::not_found(rt, name).response(),
             }
@@ -315,6 +335,16 @@ async fn handle(
                     .response();
                 }
             };
+            if kind == PatchKind::Strategic && rt.is_custom() {
+                // As the real API server: custom resources have no patch strategies.
+                return ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: \
+                     application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                )
+                .response();
+            }
             if kind == PatchKind::Apply && !query.contains_key("fieldManager") {
                 return ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch").response();
             }
@@ -429,8 +459,11 @@ fn list_body(rt: &ResourceType, rv: u64, items: Vec<Value>, cont: Option<String>
     let items: Vec<Value> = items
         .into_iter()
         .map(|mut o| {
-            // Items of a list carry no apiVersion/kind, as with the real API server.
-            if let Some(m) = o.as_object_mut() {
+            // Items of a list carry no apiVersion/kind, as with the real API server (but for
+            // custom resources, which it serves from unstructured storage).
+            if !rt.is_custom()
+                && let Some(m) = o.as_object_mut()
+            {
                 m.remove("apiVersion");
                 m.remove("kind");
             }
@@ -460,7 +493,20 @@ fn unhex(s: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
-fn list(shared: &Arc<Shared>, rt: &ResourceType, ns: Option<&str>, query: &HashMap<String, String>) -> Response {
+fn table_response(body: &Value) -> Response {
+    let mut r = json_response(200, body);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io"));
+    r
+}
+
+fn list(
+    shared: &Arc<Shared>,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    query: &HashMap<String, String>,
+    table: bool,
+) -> Response {
     let (labels, fields) = match selectors(rt, query) {
         Ok(s) => s,
         Err(e) => return e.response(),
@@ -492,6 +538,11 @@ fn list(shared: &Arc<Shared>, rt: &ResourceType, ns: Option<&str>, query: &HashM
         _ => (&matching[..], None, None),
     };
     let items: Vec<Value> = page.iter().map(|(_, o)| (*o).clone()).collect();
+    if table {
+        let include = query.get("includeObject").map(String::as_str);
+        let meta = list_body(rt, store.rv(), Vec::new(), cont, remaining)["metadata"].clone();
+        return table_response(&super::crds::table(store.crd_of(rt), rt, &items, meta, include));
+    }
     json_response(200, &list_body(rt, store.rv(), items, cont, remaining))
 }
 

@@ -13,7 +13,7 @@ use rand::RngExt;
 use serde_json::{Value, json};
 
 use super::{
-    admission,
+    admission, crds,
     discovery::{self, ResourceType, TypeId},
     patch,
     status::ApiError,
@@ -122,6 +122,8 @@ pub(crate) struct Store {
     pub namespace_cleanup: Duration,
     next_pod_ip: u32,
     next_cluster_ip: u32,
+    /// The custom kinds this store's CRDs define (kept in step with them by every CRD write).
+    pub custom: Vec<&'static ResourceType>,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -214,6 +216,7 @@ impl Store {
             namespace_cleanup,
             next_pod_ip: 0,
             next_cluster_ip: 0,
+            custom: Vec::new(),
         }
     }
 
@@ -301,7 +304,11 @@ impl Store {
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         self.uids.insert(uid_of(&obj).to_string(), key.clone());
         self.record(&key, ChangeType::Added, &obj, None);
+        let crd = key.ty == crds::crd_type().id();
         self.objects.insert(key, obj.clone());
+        if crd {
+            self.sync_custom();
+        }
         obj
     }
 
@@ -311,7 +318,51 @@ impl Store {
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let old = self.objects.insert(key.clone(), obj.clone());
         self.record(key, ChangeType::Modified, &obj, old);
+        if key.ty == crds::crd_type().id() {
+            self.sync_custom();
+        }
         obj
+    }
+
+    /// Serve the kinds the stored CRDs define now. A kind whose definition changed (short names,
+    /// subresources, categories) keeps its objects under its new type; the objects of a kind no
+    /// CRD defines any more are removed (DELETED events).
+    fn sync_custom(&mut self) {
+        let crd_rt = crds::crd_type();
+        let defs: Vec<_> = self.list(crd_rt.id(), None).into_iter().flat_map(|(_, c)| crds::defs(c)).collect();
+        let new: Vec<&'static ResourceType> = defs.iter().map(discovery::intern).collect();
+        let old = std::mem::replace(&mut self.custom, new.clone());
+        for gone in old.into_iter().filter(|o| !new.iter().any(|n| std::ptr::eq(*n, *o))) {
+            let keys: Vec<Key> = self.list(gone.id(), None).into_iter().map(|(k, _)| k.clone()).collect();
+            let successor = new
+                .iter()
+                .find(|n| n.group == gone.group && n.version == gone.version && n.plural == gone.plural)
+                .copied();
+            for key in keys {
+                match successor {
+                    Some(to) => {
+                        let obj = self.objects.remove(&key).expect("listed");
+                        let moved = Key { ty: to.id(), ..key };
+                        self.uids.insert(uid_of(&obj).to_string(), moved.clone());
+                        self.objects.insert(moved, obj);
+                    }
+                    None => {
+                        self.raw_remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A kind this store serves, by group, version and resource.
+    pub fn served(&self, group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
+        discovery::find(&self.custom, group, version, plural)
+    }
+
+    /// The CRD that defines a custom kind.
+    pub fn crd_of(&self, rt: &ResourceType) -> Option<&Value> {
+        let c = rt.custom.as_ref()?;
+        self.get(&Key::new(crds::crd_type(), "", c.crd))
     }
 
     /// Change a stored object in place; no write when `f` leaves it as it was.
@@ -326,7 +377,15 @@ impl Store {
 
     /// Remove an object, bumping the resourceVersion; returns its last state.
     pub fn raw_remove(&mut self, key: &Key) -> Option<Value> {
-        let mut obj = self.objects.remove(key)?;
+        let obj = self.objects.remove(key)?;
+        let removed = self.removed(key, obj);
+        if key.ty == crds::crd_type().id() {
+            self.sync_custom();
+        }
+        Some(removed)
+    }
+
+    fn removed(&mut self, key: &Key, mut obj: Value) -> Value {
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let uid = uid_of(&obj).to_string();
@@ -336,7 +395,7 @@ impl Store {
         self.held.remove(&uid);
         self.logs.remove(&uid);
         self.record(key, ChangeType::Deleted, &obj, None);
-        Some(obj)
+        obj
     }
 
     /// Fill the metadata a create sets (uid, creationTimestamp, namespace, generation) and store.
@@ -357,7 +416,7 @@ impl Store {
         if m["creationTimestamp"].as_str().is_none() {
             m["creationTimestamp"] = json!(now_rfc3339());
         }
-        if obj.get("spec").is_some() && obj["metadata"].get("generation").is_none() {
+        if (obj.get("spec").is_some() || rt.is_custom()) && obj["metadata"].get("generation").is_none() {
             obj["metadata"]["generation"] = json!(1);
         }
         let key = Key::new(rt, ns, name_of(&obj));
@@ -425,6 +484,13 @@ impl Store {
         }
         if rt.namespaced && !self.namespace_exists(ns) {
             return Err(ApiError::namespace_not_found(ns));
+        }
+        if self.crd_of(rt).is_some_and(|c| c["metadata"].get("deletionTimestamp").is_some()) {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "create not allowed while custom resource definition is terminating",
+            ));
         }
         if self.objects.contains_key(&Key::new(rt, ns, &name)) {
             return Err(ApiError::already_exists(rt, &name));
@@ -533,7 +599,24 @@ impl Store {
         if !errors.is_empty() {
             return Err(ApiError::invalid(rt, name, &errors));
         }
-        if new.get("spec").is_some() && new.get("spec") != old.get("spec") {
+        // Built-in kinds count spec changes; custom kinds count changes to anything but metadata
+        // (and status, when it is a subresource).
+        let changed = if rt.is_custom() {
+            let content = |o: &Value| {
+                let mut o = o.clone();
+                if let Some(m) = o.as_object_mut() {
+                    m.remove("metadata");
+                    if rt.has_status() {
+                        m.remove("status");
+                    }
+                }
+                o
+            };
+            content(&new) != content(&old)
+        } else {
+            new.get("spec").is_some() && new.get("spec") != old.get("spec")
+        };
+        if changed {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             new["metadata"]["generation"] = json!(g);
         }
