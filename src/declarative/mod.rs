@@ -11,6 +11,9 @@
 mod pools;
 mod reconcile;
 mod status;
+mod tool;
+
+pub(crate) use tool::{PoolError, pooled};
 
 use std::{sync::Arc, time::Duration};
 

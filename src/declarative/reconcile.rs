@@ -180,7 +180,7 @@ async fn keep(
 
 /// `create_mcp_server`'s request for `t`, with the secret variables read from their Secrets
 /// (an error names the Secret or key that is missing).
-async fn request(ctx: &Context, t: &ServerTemplate) -> Result<CreateRequest, String> {
+pub(super) async fn request(ctx: &Context, t: &ServerTemplate) -> Result<CreateRequest, String> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let mut secret_env = BTreeMap::new();
     for from in &t.secret_env_from {

@@ -18,6 +18,8 @@ pub(crate) enum ToolError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Mount(#[from] MountError),
+    #[error(transparent)]
+    Pool(#[from] crate::declarative::PoolError),
     #[error("cancelled by the client; the server may still be starting (list_mcp_servers)")]
     Cancelled,
     #[error("tail_lines must be between 1 and {max} (got {got})")]

@@ -170,7 +170,16 @@ impl MetaServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<ServerInfo>, ToolError> {
         let progress = progress_reporter(&ctx, &self.state.tasks);
-        let created = self.state.servers.create(req, progress);
+        let mut req = req;
+        let pool = req.pool.take();
+        if let Some(pool) = &pool {
+            req = crate::declarative::pooled(&self.state.servers, pool, req).await?;
+        }
+        let created = self.state.servers.create_with(req, progress, move |id| {
+            if let Some(pool) = pool {
+                id.labels.insert(crate::runtime::LABEL_MCPPOOL.to_string(), pool);
+            }
+        });
         tokio::select! {
             r = created => Ok(Json(r?)),
             _ = ctx.ct.cancelled() => Err(ToolError::Cancelled),

@@ -236,16 +236,8 @@ impl Servers {
     }
 
     /// Create a server; with `wait_for_ready`, return once it is Ready (or why it is not).
-    pub(crate) async fn create(
-        &self,
-        req: CreateRequest,
-        progress: Option<ProgressFn>,
-    ) -> Result<ServerInfo, ServersError> {
-        self.create_with(req, progress, |_| {}).await
-    }
-
-    /// [`create`](Self::create), with `shape` adding to the checked identity what no tool
-    /// call can ask for (the controller's owner and labels). A server with an owner is never a
+    /// `shape` adds to the checked identity what no request field can ask for (the
+    /// controller's owner and labels, a pool's label). A server with an owner is never a
     /// warm-pool member: a member's Job has no owner to hand over.
     pub(crate) async fn create_with(
         &self,

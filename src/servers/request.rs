@@ -61,6 +61,9 @@ pub struct CreateRequest {
     /// Where the server may connect to: "open" (anywhere) or "none" (the cluster's DNS only, enforced by its NetworkPolicy; Kubernetes runtime with --network-policy on). Default: the preset's egress, else "open".
     #[serde(default)]
     pub egress: Option<Egress>,
+    /// An MCPPool to make the server in (Kubernetes, with the MCPServer/MCPPool CRDs): it counts against the pool's maxActive, and the pool's preset or template and its default TTL and idle timeout fill what this request leaves unset.
+    #[serde(default)]
+    pub pool: Option<String>,
 }
 
 /// Limits and defaults applied to every request.

@@ -53,6 +53,10 @@ pub fn resolve(
 
 /// Exactly one of `preset`, `runtime_exec` (+ `runtime_mcp`) and `image`.
 fn check_sources(req: &CreateRequest) -> Result<(), SpecError> {
+    // create_mcp_server takes `pool` off the request (declarative/) before it gets here.
+    if req.pool.is_some() {
+        return Err(SpecError::PoolNotHere);
+    }
     let given: Vec<&str> = [
         req.preset.as_ref().map(|_| "preset"),
         req.runtime_exec.as_ref().map(|_| "runtime_exec"),

@@ -22,6 +22,8 @@ pub enum SpecError {
     NoSource,
     #[error("give only one of `preset`, `runtime_exec`/`runtime_mcp` and `image` (got {0})")]
     ConflictingSources(String),
+    #[error("`pool` applies to create_mcp_server only (a server made in an MCPPool)")]
+    PoolNotHere,
     #[error("`runtime_exec` is empty; name a program such as \"uvx\" or \"npx\"")]
     EmptyExec,
     #[error(

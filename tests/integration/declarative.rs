@@ -193,6 +193,26 @@ async fn a_full_pool_keeps_the_next_server_pending_until_a_slot_frees() {
         api.patch("first", &PatchParams::default(), &stop).await.unwrap();
         status_until(&c, "first", Duration::from_secs(30), |s| phase(s) == "Stopped").await;
         status_until(&c, "second", Duration::from_secs(60), |s| phase(s) == "Ready").await;
+
+        // A tool create in the pool counts against its maxActive too, and takes its defaults.
+        let refused = call_err(&meta.client, "create_mcp_server", json!({"pool": "clocks"})).await;
+        assert!(refused.contains("maxActive of 1"), "{refused}");
+        let missing = call_err(&meta.client, "create_mcp_server", json!({"pool": "nope"})).await;
+        assert!(missing.contains("no MCPPool named `nope`"), "{missing}");
+        api.delete("second", &DeleteParams::background()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let made = loop {
+            let res = call(&meta.client, "create_mcp_server", json!({"pool": "clocks"})).await;
+            if res.is_error != Some(true) {
+                break res.structured_content.expect("structured");
+            }
+            assert!(Instant::now() < deadline, "the freed slot takes a tool create: {}", text(&res));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        assert_eq!(made["preset"], "time", "the pool's preset: {made}");
+        assert_eq!(made["labels"]["mcp-ephemeral.dev/mcppool"], "clocks", "{made}");
+        let job = c.fake.object::<Job>(NS, made["job_name"].as_str().unwrap()).unwrap();
+        assert_eq!(job.spec.unwrap().active_deadline_seconds, Some(900), "the pool's default TTL");
         let _ = meta.client.cancel().await;
     })
     .await;
@@ -285,6 +305,19 @@ async fn of_two_replicas_only_the_leader_reconciles_and_a_new_leader_takes_over(
         assert_eq!(jobs_of(&c, "one"), 1, "the new leader kept the first server: {one}");
         assert_eq!(jobs_of(&c, "two"), 1);
         let _ = follower.client.cancel().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_needs_the_kubernetes_runtime_and_only_create_takes_one() {
+    within(LIMIT, async {
+        let (meta, _) = meta_stdio(&[]).await;
+        let local = call_err(&meta, "create_mcp_server", json!({"preset": "time", "pool": "clocks"})).await;
+        assert!(local.contains("--runtime kubernetes"), "{local}");
+        let discover = call_err(&meta, "discover_mcp_server_tools", json!({"preset": "time", "pool": "clocks"})).await;
+        assert!(discover.contains("create_mcp_server only"), "{discover}");
+        let _ = meta.cancel().await;
     })
     .await;
 }
