@@ -126,6 +126,27 @@ impl Cluster {
     }
 }
 
+/// How much one route is measured.
+#[derive(Clone, Copy)]
+struct Shape {
+    calls: usize,
+    concurrency: usize,
+    sessions: usize,
+}
+
+/// `get_current_time` calls at C=1 and C=`concurrency`, and new sessions one at a time with a
+/// pause before each (so the bridge has its spare ready), against `url`.
+async fn measure_route(bench: &Bench<'_>, label: String, url: String, shape: Shape) -> Route {
+    let Shape { calls, concurrency, sessions } = shape;
+    let target = vec!["--http".to_string(), url];
+    let (tool, args) = ("get_current_time", r#"{"timezone":"UTC"}"#);
+    let c1 = bench.calls(&format!("{label}/c1"), &target, tool, args, calls, 1).await.into();
+    let cn = bench.calls(&format!("{label}/c{concurrency}"), &target, tool, args, calls, concurrency).await;
+    let pause = Duration::from_secs(2);
+    let session = bench.paced_connects(&format!("{label}/paced"), &target, sessions, pause).await;
+    Route { c1, cn: cn.into(), session: session.into() }
+}
+
 /// Calls and new sessions through the gateway and directly, on one time server.
 pub async fn gateway_figures(
     bench: &Bench<'_>,
@@ -140,17 +161,8 @@ pub async fn gateway_figures(
         let job = server["job_name"].as_str().context("job_name")?.to_string();
         let gateway_url = server["urls"]["mcp"].as_str().context("urls.mcp")?.to_string();
         let direct_url = c.direct_url(&job, &gateway_url)?;
-        let route = |label: &'static str, url: String| async move {
-            let target = vec!["--http".to_string(), url];
-            let (tool, args) = ("get_current_time", r#"{"timezone":"UTC"}"#);
-            let c1 = bench.calls(&format!("kube/{label}/c1"), &target, tool, args, calls, 1).await.into();
-            let cn =
-                bench.calls(&format!("kube/{label}/c{concurrency}"), &target, tool, args, calls, concurrency).await;
-            // One session at a time with a pause before each, so the bridge has its spare ready.
-            let pause = Duration::from_secs(2);
-            let session = bench.paced_connects(&format!("kube/{label}/paced"), &target, sessions, pause).await;
-            Route { c1, cn: cn.into(), session: session.into() }
-        };
+        let shape = Shape { calls, concurrency, sessions };
+        let route = |label: &'static str, url: String| measure_route(bench, format!("kube/{label}"), url, shape);
         sample_load();
         let direct = route("direct", direct_url).await;
         let before = c.fake.tunnels_opened();
@@ -188,16 +200,8 @@ pub async fn local_gateway_figures(
         let through = http.call("create_mcp_server", create).await?;
         let url = |v: &Value| v["urls"]["mcp"].as_str().map(String::from).context("urls.mcp");
         let (direct_url, gateway_url) = (url(&direct)?, url(&through)?);
-        let route = |label: &'static str, url: String| async move {
-            let target = vec!["--http".to_string(), url];
-            let (tool, args) = ("get_current_time", r#"{"timezone":"UTC"}"#);
-            let c1 = bench.calls(&format!("local/{label}/c1"), &target, tool, args, calls, 1).await.into();
-            let cn =
-                bench.calls(&format!("local/{label}/c{concurrency}"), &target, tool, args, calls, concurrency).await;
-            let pause = Duration::from_secs(2);
-            let session = bench.paced_connects(&format!("local/{label}/paced"), &target, sessions, pause).await;
-            Route { c1, cn: cn.into(), session: session.into() }
-        };
+        let shape = Shape { calls, concurrency, sessions };
+        let route = |label: &'static str, url: String| measure_route(bench, format!("local/{label}"), url, shape);
         sample_load();
         let direct = route("direct", direct_url).await;
         let gateway = route("gateway", gateway_url).await;

@@ -509,16 +509,7 @@ fn render_meta(md: &mut String, m: &MetaResults) {
          New session as in the Kubernetes table below.\n"
     );
     match &m.local_gateway {
-        Outcome::Done(g) => {
-            let c = g.concurrency;
-            let _ = writeln!(
-                md,
-                "| route | calls/s C=1 | p50 ms C=1 | calls/s C={c} | p50 ms C={c} | new session p50 ms |"
-            );
-            let _ = writeln!(md, "|---|---|---|---|---|---|");
-            let _ = writeln!(md, "| direct (the server's listener) | {} |", route_cells(&g.direct));
-            let _ = writeln!(md, "| the meta server's gateway | {} |", route_cells(&g.gateway));
-        }
+        Outcome::Done(g) => route_table(md, g, "direct (the server's listener)", "the meta server's gateway"),
         other => {
             let _ = writeln!(md, "local gateway figures: {}", outcome_text(other));
         }
@@ -665,6 +656,15 @@ fn route_cells(r: &Route) -> String {
     format!("{} | {} | {session}", calls(&r.c1), calls(&r.cn))
 }
 
+/// The table of a direct route against the gateway's.
+fn route_table(md: &mut String, g: &GatewayFigures, direct: &str, gateway: &str) {
+    let c = g.concurrency;
+    let _ = writeln!(md, "| route | calls/s C=1 | p50 ms C=1 | calls/s C={c} | p50 ms C={c} | new session p50 ms |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    let _ = writeln!(md, "| {direct} | {} |", route_cells(&g.direct));
+    let _ = writeln!(md, "| {gateway} | {} |", route_cells(&g.gateway));
+}
+
 fn render_kube(md: &mut String, k: &KubeResults) {
     let _ = writeln!(
         md,
@@ -682,13 +682,7 @@ fn render_kube(md: &mut String, k: &KubeResults) {
     match &k.gateway {
         Outcome::Done(g) => {
             let c = g.concurrency;
-            let _ = writeln!(
-                md,
-                "| route | calls/s C=1 | p50 ms C=1 | calls/s C={c} | p50 ms C={c} | new session p50 ms |"
-            );
-            let _ = writeln!(md, "|---|---|---|---|---|---|");
-            let _ = writeln!(md, "| direct (pod address) | {} |", route_cells(&g.direct));
-            let _ = writeln!(md, "| gateway (port-forward, pooled) | {} |", route_cells(&g.gateway));
+            route_table(md, g, "direct (pod address)", "gateway (port-forward, pooled)");
             let _ = writeln!(
                 md,
                 "\nTunnels the gateway opened for 2 × {} calls (C=1 and C={c}, plus warmups) and {} new sessions: {}.",
