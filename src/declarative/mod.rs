@@ -12,6 +12,7 @@ mod pools;
 mod reconcile;
 mod status;
 mod tool;
+mod warm;
 
 pub(crate) use tool::{PoolError, pooled};
 
@@ -58,6 +59,8 @@ pub(crate) struct Context {
     pub(crate) servers: Arc<Servers>,
     pub(crate) client: Client,
     pub(crate) namespace: String,
+    /// Held while a warm member is chosen and handed out: two resources never get the same.
+    pub(crate) claims: tokio::sync::Mutex<()>,
 }
 
 impl Context {
@@ -84,7 +87,7 @@ pub(crate) async fn start(servers: Arc<Servers>, mode: ControllerMode, tasks: &T
     if mode == ControllerMode::Off {
         return Ok(false);
     }
-    let ctx = Arc::new(Context { servers, client, namespace });
+    let ctx = Arc::new(Context { servers, client, namespace, claims: Default::default() });
     let resources = ctx.resources();
     if !installed(&resources).await {
         if mode == ControllerMode::On {
@@ -107,9 +110,10 @@ pub(crate) async fn start(servers: Arc<Servers>, mode: ControllerMode, tasks: &T
 /// reconciles, so two replicas never make a resource's server twice.
 async fn run(ctx: Arc<Context>, term: tokio_util::sync::CancellationToken) {
     tracing::info!(namespace = %ctx.namespace, "leading: reconciling MCPServer resources");
+    let members = warm::keep(ctx.clone(), term.clone());
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    Controller::new(ctx.resources(), watcher::Config::default())
+    let controller = Controller::new(ctx.resources(), watcher::Config::default())
         .owns(jobs, managed)
         .graceful_shutdown_on(async move { term.cancelled().await })
         .run(reconcile::reconcile, error_policy, ctx)
@@ -117,8 +121,8 @@ async fn run(ctx: Arc<Context>, term: tokio_util::sync::CancellationToken) {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile");
             }
-        })
-        .await;
+        });
+    tokio::join!(controller, members);
 }
 
 /// A failed pass is tried again after a pause (the API server or the cluster may be busy).

@@ -94,11 +94,17 @@ pub(super) fn with_defaults(spec: &ServerTemplate, pool: &MCPPool) -> ServerTemp
     out
 }
 
-/// Write the pool's status (active and pending counts) unless it says that already.
-pub(super) async fn write_status(ctx: &Context, pool: &MCPPool, occupancy: &Occupancy) -> Result<(), ReconcileError> {
+/// Write the pool's status (active and pending counts, and `warm_ready` when given, else as it
+/// was) unless it says that already.
+pub(super) async fn write_status(
+    ctx: &Context,
+    pool: &MCPPool,
+    occupancy: &Occupancy,
+    warm_ready: Option<u32>,
+) -> Result<(), ReconcileError> {
     let status = MCPPoolStatus {
         active: occupancy.active as u32,
-        warm_ready: 0,
+        warm_ready: warm_ready.or_else(|| pool.status.as_ref().map(|s| s.warm_ready)).unwrap_or(0),
         pending: occupancy.waiting.len() as u32,
         observed_generation: pool.metadata.generation,
     };
@@ -107,8 +113,12 @@ pub(super) async fn write_status(ctx: &Context, pool: &MCPPool, occupancy: &Occu
     }
     let pools: Api<MCPPool> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let patch = Patch::Merge(serde_json::json!({ "status": status }));
-    pools.patch_status(&pool.name_any(), &PatchParams::default(), &patch).await?;
-    Ok(())
+    match pools.patch_status(&pool.name_any(), &PatchParams::default(), &patch).await {
+        // Deleted meanwhile: nothing to report on.
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+        Ok(_) => Ok(()),
+    }
 }
 
 #[cfg(test)]

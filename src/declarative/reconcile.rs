@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
 
-use super::{Context, ReconcileError, pools, status};
+use super::{Context, ReconcileError, pools, status, warm};
 use crate::{
     runtime::{
         LABEL_MCPPOOL, LABEL_RESOURCE, LABEL_SPEC_HASH, Phase, ServerInfo, StopReason,
@@ -65,7 +65,7 @@ async fn pass(resource: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action, Rec
     };
     if let Some(pool) = &pool {
         let occupancy = pools::occupancy(&ctx, &pool.name_any()).await?;
-        pools::write_status(&ctx, pool, &occupancy).await?;
+        pools::write_status(&ctx, pool, &occupancy, None).await?;
     }
     Ok(action)
 }
@@ -118,10 +118,27 @@ async fn make(
     if let Some(pool) = pool {
         labels.insert(LABEL_MCPPOOL.to_string(), pool.name_any());
     }
-    let shape = |id: &mut crate::spec::Identity| {
+    let shape = move |id: &mut crate::spec::Identity| {
         id.labels.extend(labels);
         id.owner = Some(owner);
     };
+    // A resource that asks for nothing beyond its pool takes a warm member when one is Ready.
+    if let Some(pool) = pool.filter(|p| p.spec.warm > 0 && warm::fits(&resource.spec.template, p)) {
+        let _one_at_a_time = ctx.claims.lock().await;
+        let members = warm::members(ctx, &pool.name_any()).await?;
+        let hash = warm::member_hash(pool);
+        if let Some(member) = members.iter().find(|m| m.ready && m.hash.as_deref() == Some(hash.as_str())) {
+            match ctx.servers.hand_out(&member.name, request.clone(), shape.clone()).await {
+                Ok(info) => {
+                    tracing::info!(resource = %name, server = %info.job_name, "handed a warm member to an MCPServer");
+                    status::write(ctx, resource, status::of_server(&info, None)).await?;
+                    return Ok(Action::requeue(SOON));
+                }
+                Err(e) => tracing::warn!(resource = %name, member = %member.name, error = %e,
+                    "could not hand out a warm member; starting a new server"),
+            }
+        }
+    }
     match ctx.servers.create_with(request, None, shape).await {
         Ok(info) => {
             tracing::info!(resource = %name, server = %info.job_name, "made the server of an MCPServer");

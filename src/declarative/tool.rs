@@ -38,7 +38,7 @@ pub(crate) async fn pooled(
     mut req: CreateRequest,
 ) -> Result<CreateRequest, PoolError> {
     let (client, namespace) = servers.kubernetes().ok_or(PoolError::NoCluster)?;
-    let ctx = Context { servers: servers.clone(), client, namespace };
+    let ctx = Context { servers: servers.clone(), client, namespace, claims: Default::default() };
     let read = |source| PoolError::Read { pool: pool.to_string(), source };
     let found = pools::get(&ctx, pool).await.map_err(read)?;
     let found = found.ok_or_else(|| PoolError::Missing { pool: pool.to_string(), namespace: ctx.namespace.clone() })?;

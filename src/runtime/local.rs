@@ -382,7 +382,9 @@ impl LocalRuntime {
             .iter()
             .map(|s| self.info(s))
             .filter(|i| {
-                let hidden = [super::LABEL_POOL, super::LABEL_THROWAWAY].iter().any(|l| i.labels.contains_key(*l));
+                let hidden = [super::LABEL_POOL, super::LABEL_THROWAWAY, super::LABEL_WARM]
+                    .iter()
+                    .any(|l| i.labels.contains_key(*l));
                 !hidden && selector.matches(&i.labels)
             })
             .collect();

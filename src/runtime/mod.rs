@@ -43,6 +43,9 @@ pub const LABEL_RESOURCE: &str = "mcp-ephemeral.dev/resource";
 pub const LABEL_SPEC_HASH: &str = "mcp-ephemeral.dev/spec-hash";
 /// On a server of an `MCPPool`: the pool's name.
 pub const LABEL_MCPPOOL: &str = "mcp-ephemeral.dev/mcppool";
+/// On a warm member of an `MCPPool`, until an `MCPServer` of the pool takes it: the pool's
+/// name. Like a `--warm-pool` member, it is nobody's server yet (hidden from lists).
+pub const LABEL_WARM: &str = "mcp-ephemeral.dev/warm";
 /// Set on the throwaway servers of `discover_mcp_server_tools`; `list` leaves them out.
 pub const LABEL_THROWAWAY: &str = "mcp-ephemeral.dev/throwaway";
 

@@ -371,6 +371,22 @@ impl Servers {
         Err(ServersError::Discovery { name, why })
     }
 
+    /// Hand out the Ready warm member `member` (of an MCPPool) as the server `req` and `shape`
+    /// describe: its labels, owner, times and deadline, on the Job that already runs.
+    pub(crate) async fn hand_out(
+        &self,
+        member: &str,
+        req: CreateRequest,
+        shape: impl FnOnce(&mut crate::spec::Identity),
+    ) -> Result<ServerInfo, ServersError> {
+        let mut spec = resolve(req, &self.presets, &self.policy, self.runtime.capabilities())?;
+        shape(&mut spec.identity);
+        let info = self.runtime.adopt(member, spec).await?;
+        self.reaper_wake.notify_one();
+        self.idle_wake.notify_one();
+        Ok(info)
+    }
+
     /// Delete server `name` without touching the resource it was made for: the controller
     /// replaces a server whose resource's spec changed.
     pub(crate) async fn replace(&self, name: &str) -> Result<Deleted, ServersError> {

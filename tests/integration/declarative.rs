@@ -321,3 +321,80 @@ async fn a_pool_needs_the_kubernetes_runtime_and_only_create_takes_one() {
     })
     .await;
 }
+
+/// The pool's warm members (not being deleted).
+fn warm_members(c: &Cluster, pool: &str) -> Vec<String> {
+    c.fake
+        .objects::<Job>(NS)
+        .into_iter()
+        .filter(|j| j.metadata.deletion_timestamp.is_none())
+        .filter(|j| {
+            j.metadata.labels.as_ref().and_then(|l| l.get("mcp-ephemeral.dev/warm")).map(String::as_str) == Some(pool)
+        })
+        .filter_map(|j| j.metadata.name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pools_warm_member_is_handed_to_its_next_server_and_replaced() {
+    within(LIMIT, async {
+        let c = cluster_with_crds().await;
+        let meta = kube_meta_with_env(&c, &["--ready-timeout", "25s"], &[]).await;
+        let pools: Api<MCPPool> = Api::namespaced(c.fake.client(NS), NS);
+        let pool: MCPPool = serde_json::from_value(json!({
+            "apiVersion": "mcp-ephemeral.dev/v1alpha1", "kind": "MCPPool",
+            "metadata": {"name": "warmed", "namespace": NS},
+            "spec": {"preset": "time", "warm": 1, "defaultTtlSeconds": 900},
+        }))
+        .unwrap();
+        pools.create(&PostParams::default(), &pool).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let member = loop {
+            let ready = pools.get("warmed").await.unwrap().status.is_some_and(|s| s.warm_ready == 1);
+            let members = warm_members(&c, "warmed");
+            if ready && members.len() == 1 {
+                break members[0].clone();
+            }
+            assert!(Instant::now() < deadline, "the pool has a Ready warm member: {members:?}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        let listed = call_ok(&meta.client, "list_mcp_servers", json!({})).await;
+        assert_eq!(listed["servers"].as_array().map(Vec::len), Some(0), "a warm member is nobody's server: {listed}");
+
+        let began = Instant::now();
+        resources(&c).create(&PostParams::default(), &server("quick", json!({"pool": "warmed"}))).await.unwrap();
+        let status = status_until(&c, "quick", Duration::from_secs(30), |s| phase(s) == "Ready").await;
+        eprintln!("MCPServer with a warm member → Ready in {:?}", began.elapsed());
+        assert_eq!(status["jobName"], json!(member), "the warm member was handed out: {status}");
+        let job = c.fake.object::<Job>(NS, &member).unwrap();
+        let resource = resources(&c).get("quick").await.unwrap();
+        let owners = job.metadata.owner_references.clone().unwrap_or_default();
+        assert!(
+            owners.len() == 1
+                && owners[0].kind == "MCPServer"
+                && Some(&owners[0].uid) == resource.metadata.uid.as_ref(),
+            "the member is owned by its MCPServer now: {owners:?}"
+        );
+        // A resource with its own fields does not fit the members.
+        resources(&c)
+            .create(&PostParams::default(), &server("own", json!({"pool": "warmed", "ttlSeconds": 300})))
+            .await
+            .unwrap();
+        let own = status_until(&c, "own", Duration::from_secs(60), |s| phase(s) == "Ready").await;
+        assert_ne!(own["jobName"], json!(member));
+        let refilled = c
+            .fake
+            .wait_until(Duration::from_secs(60), |_| {
+                let members = warm_members(&c, "warmed");
+                members.len() == 1 && members[0] != member
+            })
+            .await;
+        assert!(refilled, "a new warm member replaces the one handed out");
+        // Deleting the pool takes its members (they are owned by it).
+        pools.delete("warmed", &DeleteParams::background()).await.unwrap();
+        let gone = c.fake.wait_until(Duration::from_secs(20), |_| warm_members(&c, "warmed").is_empty()).await;
+        assert!(gone, "the pool's members go with it");
+        let _ = meta.client.cancel().await;
+    })
+    .await;
+}

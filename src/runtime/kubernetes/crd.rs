@@ -210,7 +210,8 @@ pub struct MCPPoolSpec {
     /// A server template instead of (or on top of) a preset: what its servers run by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<ServerTemplate>,
-    /// Members kept started ahead, handed to the pool's new servers.
+    /// Members kept started ahead (owned by the pool, hidden from lists), each handed to a new
+    /// server of the pool that asks for nothing beyond the pool's defaults.
     #[serde(default)]
     pub warm: u32,
     /// Most servers of the pool that are not Stopped (unset: no limit).

@@ -556,7 +556,8 @@ impl KubernetesRuntime {
     pub(crate) async fn list(&self, selector: &LabelSelector) -> Result<Vec<ServerInfo>, RuntimeError> {
         let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
         // Warm-pool members are nobody's servers until handed out.
-        let user = [selector.to_query(), format!("!{LABEL_POOL},!{}", super::LABEL_THROWAWAY)].join(",");
+        let user = [selector.to_query(), format!("!{LABEL_POOL},!{},!{}", super::LABEL_THROWAWAY, super::LABEL_WARM)]
+            .join(",");
         let user = user.trim_start_matches(',');
         let labels = format!("{managed},{user}");
         let (jobs, pods) = (self.jobs(), self.pods());
@@ -652,6 +653,13 @@ impl KubernetesRuntime {
         let mut labels: serde_json::Map<String, serde_json::Value> =
             manifests::job_labels(&renamed).into_iter().map(|(k, v)| (k, v.into())).collect();
         labels.insert(LABEL_POOL.into(), serde_json::Value::Null);
+        labels.insert(super::LABEL_WARM.into(), serde_json::Value::Null);
+        // An MCPPool's member becomes its MCPServer's: owned by it, gone with it.
+        let owners = renamed.owner.as_ref().map(|o| {
+            vec![serde_json::json!({
+                "apiVersion": o.api_version, "kind": o.kind, "name": o.name, "uid": o.uid, "controller": true,
+            })]
+        });
         // The deadline counts from the Job's start, a moment before its pod was created; a
         // second more than the pod's age keeps it from ending the server early (the reaper
         // ends it at expires_at).
@@ -665,6 +673,7 @@ impl KubernetesRuntime {
                     manifests::ANNOTATION_CREATED: super::rfc3339(renamed.created_at),
                     manifests::ANNOTATION_EXPIRES: super::rfc3339(renamed.expires_at),
                 },
+                "ownerReferences": owners,
             },
             "spec": {"activeDeadlineSeconds": deadline},
         }));
@@ -765,7 +774,11 @@ impl KubernetesRuntime {
     /// the Jobs that carry the idle-timeout label, then one `/status` read per running one,
     /// through the pool (no API request in the cluster; a pooled tunnel outside).
     pub(crate) async fn idleness(&self) -> Result<Vec<Idleness>, RuntimeError> {
-        let labels = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{},!{LABEL_POOL}", manifests::LABEL_IDLE_TIMEOUT);
+        let labels = format!(
+            "{LABEL_MANAGED_BY}={MANAGED_BY},{},!{LABEL_POOL},!{}",
+            manifests::LABEL_IDLE_TIMEOUT,
+            super::LABEL_WARM
+        );
         let (jobs, params) = (self.jobs(), ListParams::default().labels(&labels));
         let jobs = retry::call("list jobs", || jobs.list(&params))
             .await

@@ -44,7 +44,8 @@ pub const API_ACCESS: &[Access] = &[
     Access { group: "mcp-ephemeral.dev", resource: "mcpservers", verbs: &["get", "list", "watch", "delete"] },
     Access { group: "mcp-ephemeral.dev", resource: "mcpservers/status", verbs: &["patch"] },
     // a pool's maxActive and defaults, and its status.
-    Access { group: "mcp-ephemeral.dev", resource: "mcppools", verbs: &["get"] },
+    // list: the leader keeps every pool's warm members.
+    Access { group: "mcp-ephemeral.dev", resource: "mcppools", verbs: &["get", "list"] },
     Access { group: "mcp-ephemeral.dev", resource: "mcppools/status", verbs: &["patch"] },
 ];
 
