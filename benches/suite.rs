@@ -85,7 +85,7 @@ impl Config {
             lists: num("BENCH_LISTS", 20)?,
             list_servers: num("BENCH_LIST_SERVERS", 200)?,
             servers: list("BENCH_SERVERS", &["time", "everything"])?,
-            sections: list("BENCH_SECTIONS", &["bridge", "meta", "kube"])?,
+            sections: list("BENCH_SECTIONS", &["bridge", "meta", "kube", "declarative"])?,
         })
     }
 
@@ -167,6 +167,19 @@ async fn run() -> Result<()> {
     }
     if cfg.sections.iter().any(|s| s == "kube") {
         report.kube = Some(kube_section(&bench, &bin, &cfg).await);
+    } else if cfg.sections.iter().any(|s| s == "declarative") {
+        // Only the controller's figures (they are part of the kube section).
+        fn skipped<T>() -> meta::Outcome<T> {
+            meta::Outcome::NotAvailable("not run (BENCH_SECTIONS=declarative)".into())
+        }
+        let declarative = gateway::declarative(&bin, bench.tools, cfg.creates).await.into();
+        report.kube = Some(report::KubeResults {
+            gateway: skipped(),
+            cold: skipped(),
+            pool: skipped(),
+            stop_start: skipped(),
+            declarative,
+        });
     }
 
     let load_end = load1();
@@ -385,5 +398,7 @@ async fn kube_section(bench: &Bench<'_>, bin: &Path, cfg: &Config) -> report::Ku
     let pool = gateway::pool_hand_out(bin, bench.tools, cfg.creates).await.into();
     eprintln!("suite: stop/start round trips on the fake, n={}", cfg.creates);
     let stop_start = gateway::stop_start(bin, bench.tools, cfg.creates).await.into();
-    report::KubeResults { gateway, cold, pool, stop_start }
+    eprintln!("suite: MCPServer applied → Ready on the fake (cold, and from a warm member), n={}", cfg.creates);
+    let declarative = gateway::declarative(bin, bench.tools, cfg.creates).await.into();
+    report::KubeResults { gateway, cold, pool, stop_start, declarative }
 }

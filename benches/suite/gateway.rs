@@ -10,9 +10,13 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use k8s_openapi::{
+    api::batch::v1::Job, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+
 use crate::{
     fake_kube::{Delays, FakeConfig, FakeKube, Programs},
-    measure::{Bench, Calls, Connect, median, ms_since, sample_load},
+    measure::{Bench, Calls, Connect, Spread, median, ms_since, sample_load},
     meta::{Create, Meta, Outcome, StopStart},
     tools::Tools,
 };
@@ -91,11 +95,30 @@ struct Cluster {
 
 impl Cluster {
     async fn start(bin: &Path, tools: &Tools, delays: Delays, extra: &[&str], log: &str) -> Result<Cluster> {
+        Cluster::start_with(bin, tools, delays, extra, log, false).await
+    }
+
+    /// With `crds`, the MCPServer/MCPPool CRDs are registered before the meta server starts
+    /// (so its controller runs).
+    async fn start_with(
+        bin: &Path,
+        tools: &Tools,
+        delays: Delays,
+        extra: &[&str],
+        log: &str,
+        crds: bool,
+    ) -> Result<Cluster> {
         let mut programs = Programs::new().program("mcp-ephemeral", bin).program("/usr/local/bin/mcp-ephemeral", bin);
         if let Some(dir) = &tools.uvx_dir {
             programs = programs.program("uvx", dir.join("uvx"));
         }
         let fake = FakeKube::start(FakeConfig::new(NAMESPACE).delays(delays).processes(programs)).await;
+        if crds {
+            let api: kube::Api<CustomResourceDefinition> = kube::Api::all(fake.client(NAMESPACE));
+            for crd in mcp_ephemeral::runtime::kubernetes::crd::definitions() {
+                api.create(&kube::api::PostParams::default(), &crd).await.context("register a CRD")?;
+            }
+        }
         let dir = tools.root.join("fake-kube-gateway");
         std::fs::create_dir_all(&dir)?;
         let kubeconfig = fake.write_kubeconfig(&dir, NAMESPACE);
@@ -210,6 +233,101 @@ pub async fn local_gateway_figures(
     .await;
     stdio.stop().await;
     http.stop().await;
+    result
+}
+
+/// An MCPServer applied, to its status Ready: the controller's whole path, with the modelled
+/// kubelet. `cold`: a new server each; `warm`: each takes a Ready warm member of its MCPPool.
+pub struct Declarative {
+    pub cold: Spread,
+    pub warm: Spread,
+}
+
+/// `n` MCPServers applied one after another (each deleted after), then `n` into a pool with
+/// `warm: 1` (each once the pool's member is Ready again).
+pub async fn declarative(bin: &Path, tools: &Tools, n: usize) -> Result<Declarative> {
+    use mcp_ephemeral::runtime::kubernetes::crd::{MCPPool, MCPServer};
+    let c = Cluster::start_with(bin, tools, modelled_kubelet(), &[], "serve-kube-declarative.log", true).await?;
+    let result = async {
+        let client = c.fake.client(NAMESPACE);
+        let servers: kube::Api<MCPServer> = kube::Api::namespaced(client.clone(), NAMESPACE);
+        let pools: kube::Api<MCPPool> = kube::Api::namespaced(client, NAMESPACE);
+        let ready = |name: String| {
+            let servers = servers.clone();
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(120);
+                loop {
+                    let status = servers.get(&name).await?.status.unwrap_or_default();
+                    if status.phase.as_deref() == Some("Ready") {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    if std::time::Instant::now() > deadline {
+                        bail!("MCPServer {name} not Ready within 120 s: {status:?}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let apply = |name: &str, spec: Value| -> Result<MCPServer> {
+            Ok(serde_json::from_value(json!({
+                "apiVersion": "mcp-ephemeral.dev/v1alpha1", "kind": "MCPServer",
+                "metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec,
+            }))?)
+        };
+        let post = kube::api::PostParams::default();
+        let gone = kube::api::DeleteParams::background();
+        // One untimed round warms the uv cache.
+        let mut cold = Vec::new();
+        for i in 0..=n {
+            let name = format!("cold-{i}");
+            sample_load();
+            let t0 = std::time::Instant::now();
+            servers.create(&post, &apply(&name, json!({"preset": "time"}))?).await?;
+            ready(name.clone()).await?;
+            if i > 0 {
+                cold.push(ms_since(t0));
+            }
+            servers.delete(&name, &gone).await?;
+        }
+        let pool: MCPPool = serde_json::from_value(json!({
+            "apiVersion": "mcp-ephemeral.dev/v1alpha1", "kind": "MCPPool",
+            "metadata": {"name": "warmed", "namespace": NAMESPACE},
+            "spec": {"preset": "time", "warm": 1},
+        }))?;
+        pools.create(&post, &pool).await?;
+        let mut warm = Vec::new();
+        let mut handed: Vec<String> = Vec::new();
+        // A member nobody has had yet: the pool's status is written by the look that made it,
+        // so its warmReady from then on is this member's.
+        let fresh_member = |handed: &[String]| {
+            c.fake.objects::<Job>(NAMESPACE).iter().any(|j| {
+                let warm = j.metadata.labels.as_ref().and_then(|l| l.get("mcp-ephemeral.dev/warm"));
+                warm.is_some() && j.metadata.name.as_ref().is_some_and(|n| !handed.contains(n))
+            })
+        };
+        for i in 0..n {
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while !fresh_member(&handed) || pools.get("warmed").await?.status.is_none_or(|s| s.warm_ready < 1) {
+                if std::time::Instant::now() > deadline {
+                    bail!("the pool's warm member was not Ready within 120 s");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let name = format!("warm-{i}");
+            sample_load();
+            let t0 = std::time::Instant::now();
+            servers.create(&post, &apply(&name, json!({"pool": "warmed"}))?).await?;
+            ready(name.clone()).await?;
+            warm.push(ms_since(t0));
+            if let Some(job) = servers.get(&name).await?.status.and_then(|s| s.job_name) {
+                handed.push(job);
+            }
+            servers.delete(&name, &gone).await?;
+        }
+        Ok(Declarative { cold: Spread::of(&cold), warm: Spread::of(&warm) })
+    }
+    .await;
+    c.stop().await;
     result
 }
 

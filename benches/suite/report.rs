@@ -6,7 +6,7 @@ use std::{fmt::Write as _, path::Path, process::Command};
 use anyhow::{Context, Result};
 
 use crate::{
-    gateway::{ColdStart, GatewayFigures, Route},
+    gateway::{self, ColdStart, GatewayFigures, Route},
     measure::{Calls, Connect, Spread},
     meta::{Create, CreateFigures, Idle, Lifecycle, Outcome, Start, StopStart},
 };
@@ -78,6 +78,8 @@ pub struct KubeResults {
     pub cold: Outcome<ColdStart>,
     pub pool: Outcome<Create>,
     pub stop_start: Outcome<StopStart>,
+    /// MCPServer applied → status Ready (cold, and with a warm member).
+    pub declarative: Outcome<gateway::Declarative>,
 }
 
 /// CPU model, cores, kernel, date, git commit.
@@ -723,4 +725,13 @@ fn render_kube(md: &mut String, k: &KubeResults) {
         "| stop/start round trip, modelled kubelet: `stop_mcp_server` (the Job suspended, answered once its pod \
          is gone), then `start_mcp_server` with `wait_for_ready` (resumed, a new pod) | {stop_start} |"
     );
+    let (cold, warm) = match &k.declarative {
+        Outcome::Done(d) => (spread_text(&d.cold), spread_text(&d.warm)),
+        other => (outcome_text(other), outcome_text(other)),
+    };
+    let _ = writeln!(
+        md,
+        "| an `MCPServer` applied → its status Ready (the controller's whole path), modelled kubelet | {cold} |"
+    );
+    let _ = writeln!(md, "| the same, into an `MCPPool` with a Ready warm member | {warm} |");
 }
