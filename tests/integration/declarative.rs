@@ -54,6 +54,17 @@ async fn cluster_with_crds() -> Cluster {
     c
 }
 
+/// An `MCPPool` named `name` with `spec`.
+fn pool(name: &str, spec: Value) -> MCPPool {
+    serde_json::from_value(json!({
+        "apiVersion": "mcp-ephemeral.dev/v1alpha1",
+        "kind": "MCPPool",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }))
+    .expect("an MCPPool")
+}
+
 fn resources(c: &Cluster) -> Api<MCPServer> {
     Api::namespaced(c.fake.client(NS), NS)
 }
@@ -168,12 +179,7 @@ async fn a_full_pool_keeps_the_next_server_pending_until_a_slot_frees() {
         let c = cluster_with_crds().await;
         let meta = kube_meta_with_env(&c, &["--ready-timeout", "25s"], &[]).await;
         let pools: Api<MCPPool> = Api::namespaced(c.fake.client(NS), NS);
-        let pool: MCPPool = serde_json::from_value(json!({
-            "apiVersion": "mcp-ephemeral.dev/v1alpha1", "kind": "MCPPool",
-            "metadata": {"name": "clocks", "namespace": NS},
-            "spec": {"preset": "time", "maxActive": 1, "defaultTtlSeconds": 900},
-        }))
-        .unwrap();
+        let pool = pool("clocks", json!({"preset": "time", "maxActive": 1, "defaultTtlSeconds": 900}));
         pools.create(&PostParams::default(), &pool).await.unwrap();
         let api = resources(&c);
         api.create(&PostParams::default(), &server("first", json!({"pool": "clocks"}))).await.unwrap();
@@ -341,12 +347,7 @@ async fn a_pools_warm_member_is_handed_to_its_next_server_and_replaced() {
         let c = cluster_with_crds().await;
         let meta = kube_meta_with_env(&c, &["--ready-timeout", "25s"], &[]).await;
         let pools: Api<MCPPool> = Api::namespaced(c.fake.client(NS), NS);
-        let pool: MCPPool = serde_json::from_value(json!({
-            "apiVersion": "mcp-ephemeral.dev/v1alpha1", "kind": "MCPPool",
-            "metadata": {"name": "warmed", "namespace": NS},
-            "spec": {"preset": "time", "warm": 1, "defaultTtlSeconds": 900},
-        }))
-        .unwrap();
+        let pool = pool("warmed", json!({"preset": "time", "warm": 1, "defaultTtlSeconds": 900}));
         pools.create(&PostParams::default(), &pool).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let member = loop {
