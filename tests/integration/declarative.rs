@@ -188,8 +188,16 @@ async fn a_full_pool_keeps_the_next_server_pending_until_a_slot_frees() {
         let waiting = status_until(&c, "second", Duration::from_secs(20), |s| s["reason"] == "PoolFull").await;
         assert_eq!(phase(&waiting), "Pending", "{waiting}");
         assert!(job_of(&c, "second").is_none(), "no server while the pool is full");
-        let pool_status = pools.get("clocks").await.unwrap().status.expect("pool status");
-        assert_eq!((pool_status.active, pool_status.pending), (1, 1));
+        // The pool's status is written after the server's, in the same pass: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let counts = pools.get("clocks").await.unwrap().status.map(|s| (s.active, s.pending));
+            if counts == Some((1, 1)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the pool's status counts one active, one pending: {counts:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         // The pool's defaults filled the unset fields.
         let first = job_of(&c, "first").unwrap();
         assert_eq!(first.spec.unwrap().active_deadline_seconds, Some(900));
