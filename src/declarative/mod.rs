@@ -110,7 +110,7 @@ pub(crate) async fn start(servers: Arc<Servers>, mode: ControllerMode, tasks: &T
 /// reconciles, so two replicas never make a resource's server twice.
 async fn run(ctx: Arc<Context>, term: tokio_util::sync::CancellationToken) {
     tracing::info!(namespace = %ctx.namespace, "leading: reconciling MCPServer resources");
-    let members = warm::keep(ctx.clone(), term.clone());
+    let pools = pools::keep(ctx.clone(), term.clone());
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
     let controller = Controller::new(ctx.resources(), watcher::Config::default())
@@ -122,7 +122,7 @@ async fn run(ctx: Arc<Context>, term: tokio_util::sync::CancellationToken) {
                 tracing::debug!(error = %e, "reconcile");
             }
         });
-    tokio::join!(controller, members);
+    tokio::join!(controller, pools);
 }
 
 /// A failed pass is tried again after a pause (the API server or the cluster may be busy).

@@ -1,12 +1,16 @@
 //! `MCPPool`: how many of a pool's servers may run (`maxActive`), who is next when one frees
-//! (creation order), the defaults its servers take, and the pool's status.
+//! (creation order), the defaults its servers take, and the pool's pass: every [`EVERY`] the
+//! leader keeps each pool's warm members ([`warm`]) and writes its status (`active`,
+//! `pending`, `warmReady`). Each pass is the pool's reconcile in the metrics (`mcppool`).
+
+use std::{sync::Arc, time::Duration};
 
 use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
 };
 
-use super::{Context, ReconcileError};
+use super::{Context, ReconcileError, warm};
 use crate::{
     runtime::{
         LABEL_MCPPOOL, LABEL_RESOURCE, Phase, ServerInfo,
@@ -14,6 +18,10 @@ use crate::{
     },
     spec::LabelSelector,
 };
+use tokio_util::sync::CancellationToken;
+
+/// How often the leader passes over the pools.
+const EVERY: Duration = Duration::from_secs(3);
 
 /// What a pool holds now.
 pub(super) struct Occupancy {
@@ -94,17 +102,59 @@ pub(super) fn with_defaults(spec: &ServerTemplate, pool: &MCPPool) -> ServerTemp
     out
 }
 
-/// Write the pool's status (active and pending counts, and `warm_ready` when given, else as it
-/// was) unless it says that already.
-pub(super) async fn write_status(
+/// Pass over every pool until `term` ends (the leader's term).
+pub(super) async fn keep(ctx: Arc<Context>, term: CancellationToken) {
+    loop {
+        if let Err(e) = look(&ctx).await {
+            tracing::warn!(error = %e, "could not list the MCPPools");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = term.cancelled() => return,
+        }
+    }
+}
+
+/// One pass over every pool; a pool that fails is logged and the others are still kept.
+async fn look(ctx: &Context) -> Result<(), ReconcileError> {
+    use crate::metrics::{ReconcileOutcome, ResourceKind};
+    let pools: Api<MCPPool> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    for pool in pools.list(&ListParams::default()).await?.items {
+        if pool.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let began = std::time::Instant::now();
+        let outcome = match pass(ctx, &pool).await {
+            Ok(true) => ReconcileOutcome::Success,
+            Ok(false) => ReconcileOutcome::Requeued,
+            Err(e) => {
+                tracing::warn!(pool = %pool.name_any(), error = %e, "could not keep the MCPPool");
+                ReconcileOutcome::Error
+            }
+        };
+        ctx.servers.metrics().reconciled(ResourceKind::McpPool, outcome, began.elapsed());
+    }
+    Ok(())
+}
+
+/// One pool's pass: its warm members, then its status. `Ok(true)` when nothing is left to do.
+async fn pass(ctx: &Context, pool: &MCPPool) -> Result<bool, ReconcileError> {
+    let warm = warm::keep(ctx, pool).await?;
+    let occupancy = occupancy(ctx, &pool.name_any()).await?;
+    write_status(ctx, pool, &occupancy, warm.ready).await?;
+    Ok(warm.settled)
+}
+
+/// Write the pool's status unless it says that already.
+async fn write_status(
     ctx: &Context,
     pool: &MCPPool,
     occupancy: &Occupancy,
-    warm_ready: Option<u32>,
+    warm_ready: u32,
 ) -> Result<(), ReconcileError> {
     let status = MCPPoolStatus {
         active: occupancy.active as u32,
-        warm_ready: warm_ready.or_else(|| pool.status.as_ref().map(|s| s.warm_ready)).unwrap_or(0),
+        warm_ready,
         pending: occupancy.waiting.len() as u32,
         observed_generation: pool.metadata.generation,
     };

@@ -59,15 +59,12 @@ async fn pass(resource: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action, Rec
         },
         None => None,
     };
-    let action = match server {
-        None => make(&ctx, &resource, pool.as_ref()).await?,
-        Some(server) => keep(&ctx, &resource, pool.as_ref(), server).await?,
-    };
-    if let Some(pool) = &pool {
-        let occupancy = pools::occupancy(&ctx, &pool.name_any()).await?;
-        pools::write_status(&ctx, pool, &occupancy, None).await?;
+    // The pool's own status (active, pending) is written by the pool's pass (warm.rs), not
+    // here: one writer, and no two extra lists in every server's pass.
+    match server {
+        None => make(&ctx, &resource, pool.as_ref()).await,
+        Some(server) => keep(&ctx, &resource, pool.as_ref(), server).await,
     }
-    Ok(action)
 }
 
 /// No server yet: make one, unless the resource says stopped or its pool is full.
@@ -82,7 +79,7 @@ async fn make(
         status::write(ctx, resource, status::without_server(Phase::Stopped, "StoppedByRequest", message)).await?;
         return Ok(Action::await_change());
     }
-    if let Some(pool) = pool {
+    if let Some(pool) = pool.filter(|p| p.spec.max_active.is_some()) {
         let occupancy = pools::occupancy(ctx, &pool.name_any()).await?;
         if !pools::has_slot(pool, &occupancy, &name) {
             let max = pool.spec.max_active.unwrap_or_default();
@@ -177,9 +174,9 @@ async fn keep(
         return Ok(Action::await_change());
     }
     if !resource.spec.stopped && stopped {
-        if let Some(pool) = pool {
+        if let Some((pool, max)) = pool.and_then(|p| Some(p).zip(p.spec.max_active)) {
             let occupancy = pools::occupancy(ctx, &pool.name_any()).await?;
-            if pool.spec.max_active.is_some_and(|max| occupancy.active >= max as usize) {
+            if occupancy.active >= max as usize {
                 let message = format!("MCPPool `{}` is full; the server starts when a slot frees", pool.name_any());
                 status::write(ctx, resource, status::of_server(&server, Some(message))).await?;
                 return Ok(Action::requeue(SOON));
@@ -227,12 +224,7 @@ pub(super) async fn request(ctx: &Context, t: &ServerTemplate) -> Result<CreateR
         ttl_seconds: t.ttl_seconds,
         idle_timeout_seconds: t.idle_timeout_seconds,
         labels: Some(t.labels.clone()).filter(|l| !l.is_empty()),
-        resources: t.resources.as_ref().map(|r| Resources {
-            cpu_request: r.cpu_request.clone(),
-            cpu_limit: r.cpu_limit.clone(),
-            memory_request: r.memory_request.clone(),
-            memory_limit: r.memory_limit.clone(),
-        }),
+        resources: t.resources.as_ref().map(Resources::from),
         image_transport: t.image_transport,
         image_port: t.image_port,
         egress: t.egress,

@@ -1,14 +1,11 @@
 //! An `MCPPool`'s warm members: servers started ahead of the pool's `MCPServer`s, owned by the
 //! pool and hidden from lists (label [`LABEL_WARM`]), each handed to a resource of the pool that
 //! asks for nothing beyond the pool's defaults, as `--warm-pool` members go to plain creates.
-//! The leader looks at every pool every [`EVERY`]: it starts what is missing (one member per
-//! look), deletes members made from an older spec of the pool, and writes `warmReady`.
-
-use std::{sync::Arc, time::Duration};
+//! Each pool's pass ([`pools::keep`]) keeps them: it starts what is missing (one member per
+//! pass) and deletes members made from an older spec of the pool or beyond its `warm`.
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::{Api, Resource, ResourceExt, api::ListParams};
-use tokio_util::sync::CancellationToken;
 
 use super::{Context, ReconcileError, pools, reconcile};
 use crate::{
@@ -18,9 +15,6 @@ use crate::{
     },
     spec::Owner,
 };
-
-/// How often the leader looks at the pools' warm members.
-const EVERY: Duration = Duration::from_secs(3);
 
 /// One warm member as the cluster has it.
 pub(super) struct Member {
@@ -56,47 +50,36 @@ pub(super) async fn members(ctx: &Context, pool: &str) -> Result<Vec<Member>, Re
     Ok(out)
 }
 
-/// Keep every pool's warm members until `term` ends (the leader's term).
-pub(super) async fn keep(ctx: Arc<Context>, term: CancellationToken) {
-    loop {
-        if let Err(e) = look(&ctx).await {
-            tracing::warn!(error = %e, "could not keep the MCPPools' warm members");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(EVERY) => {}
-            _ = term.cancelled() => return,
-        }
-    }
+/// What one look at a pool's warm members found.
+pub(super) struct Warm {
+    /// Members of the pool's current spec that are Ready (at most `warm`).
+    pub(super) ready: u32,
+    /// Nothing left to do: every member Ready, none stale or extra.
+    pub(super) settled: bool,
 }
 
-async fn look(ctx: &Context) -> Result<(), ReconcileError> {
-    let pools: Api<MCPPool> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    for pool in pools.list(&ListParams::default()).await?.items {
-        if pool.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let name = pool.name_any();
-        let hash = member_hash(&pool);
-        let members = members(ctx, &name).await?;
-        let (current, stale): (Vec<Member>, Vec<Member>) =
-            members.into_iter().partition(|m| m.hash.as_deref() == Some(hash.as_str()));
-        for old in &stale {
-            tracing::info!(pool = %name, server = %old.name, "deleting a warm member of an older pool spec");
-            ctx.servers.replace(&old.name).await?;
-        }
-        let want = pool.spec.warm as usize;
-        for extra in current.iter().skip(want) {
-            tracing::info!(pool = %name, server = %extra.name, "deleting a warm member beyond the pool's warm");
-            ctx.servers.replace(&extra.name).await?;
-        }
-        if current.len() < want {
-            start_member(ctx, &pool, &hash).await;
-        }
-        let ready = current.iter().take(want).filter(|m| m.ready).count() as u32;
-        let occupancy = pools::occupancy(ctx, &name).await?;
-        pools::write_status(ctx, &pool, &occupancy, Some(ready)).await?;
+/// Keep `pool`'s warm members: delete those of an older spec and those beyond `warm`, and
+/// start one that is missing (not waited for: the next look counts it).
+pub(super) async fn keep(ctx: &Context, pool: &MCPPool) -> Result<Warm, ReconcileError> {
+    let name = pool.name_any();
+    let hash = member_hash(pool);
+    let members = members(ctx, &name).await?;
+    let (current, stale): (Vec<Member>, Vec<Member>) =
+        members.into_iter().partition(|m| m.hash.as_deref() == Some(hash.as_str()));
+    for old in &stale {
+        tracing::info!(pool = %name, server = %old.name, "deleting a warm member of an older pool spec");
+        ctx.servers.replace(&old.name).await?;
     }
-    Ok(())
+    let want = pool.spec.warm as usize;
+    for extra in current.iter().skip(want) {
+        tracing::info!(pool = %name, server = %extra.name, "deleting a warm member beyond the pool's warm");
+        ctx.servers.replace(&extra.name).await?;
+    }
+    if current.len() < want {
+        start_member(ctx, pool, &hash).await;
+    }
+    let ready = current.iter().take(want).filter(|m| m.ready).count();
+    Ok(Warm { ready: ready as u32, settled: ready == want && stale.is_empty() && current.len() == want })
 }
 
 /// Start one member of `pool` (not waited for: the next look counts it).

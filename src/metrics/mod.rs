@@ -159,8 +159,8 @@ impl Metrics {
     }
 
     /// Count one reconcile of the controller: of which kind of resource, how it ended, and how
-    /// long it took (the controller calls it once per pass; pools are reconciled within their
-    /// servers' passes, so `mcppool` stays 0 for now).
+    /// long it took (once per MCPServer pass, and once per MCPPool in each look of the warm
+    /// loop).
     pub(crate) fn reconciled(&self, kind: ResourceKind, outcome: ReconcileOutcome, took: std::time::Duration) {
         self.0.controller.reconciled(kind, outcome, took);
     }

@@ -353,7 +353,8 @@ fn warm_members(c: &Cluster, pool: &str) -> Vec<String> {
 async fn a_pools_warm_member_is_handed_to_its_next_server_and_replaced() {
     within(LIMIT, async {
         let c = cluster_with_crds().await;
-        let meta = kube_meta_with_env(&c, &["--ready-timeout", "25s"], &[]).await;
+        let meta = kube_meta_with_env(&c, &["--ready-timeout", "25s", "--metrics-listen", "127.0.0.1:0"], &[]).await;
+        let metrics = crate::metrics::metrics_url(&meta.logs).await;
         let pools: Api<MCPPool> = Api::namespaced(c.fake.client(NS), NS);
         let pool = pool("warmed", json!({"preset": "time", "warm": 1, "defaultTtlSeconds": 900}));
         pools.create(&PostParams::default(), &pool).await.unwrap();
@@ -399,6 +400,16 @@ async fn a_pools_warm_member_is_handed_to_its_next_server_and_replaced() {
             })
             .await;
         assert!(refilled, "a new warm member replaces the one handed out");
+        // Both kinds of resource are reconciled, and counted.
+        let counted = crate::metrics::scrape(&metrics, None).await.1.expect("metrics on loopback need no token");
+        let reconciles = |kind: &str| {
+            ["success", "requeued"]
+                .iter()
+                .map(|o| counted.value("mcp_ephemeral_controller_reconciles_total", &[("kind", kind), ("outcome", o)]))
+                .sum::<f64>()
+        };
+        assert!(reconciles("mcpserver") >= 2.0, "the two MCPServers' passes are counted");
+        assert!(reconciles("mcppool") >= 2.0, "the pool's looks are counted");
         // Deleting the pool takes its members (they are owned by it).
         pools.delete("warmed", &DeleteParams::background()).await.unwrap();
         let gone = c.fake.wait_until(Duration::from_secs(20), |_| warm_members(&c, "warmed").is_empty()).await;

@@ -21,7 +21,7 @@ struct Sample {
 
 /// A scrape, parsed strictly as the Prometheus text format (0.0.4).
 #[derive(Debug)]
-struct Exposition {
+pub(crate) struct Exposition {
     /// Family name (as in `# TYPE`) → its type.
     types: HashMap<String, String>,
     samples: Vec<Sample>,
@@ -108,7 +108,7 @@ impl Exposition {
     }
 
     /// The value of the sample `name` with exactly `labels` (0 when there is none).
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let want: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         self.samples.iter().find(|s| s.name == name && s.labels == want).map_or(0.0, |s| s.value)
     }
@@ -185,7 +185,7 @@ fn parse_sample(line: &str) -> Sample {
 
 /// GET `url`, with the bearer token when given: the status and, on 200, the parsed body (its
 /// content type checked).
-async fn scrape(url: &str, token: Option<&str>) -> (u16, Option<Exposition>) {
+pub(crate) async fn scrape(url: &str, token: Option<&str>) -> (u16, Option<Exposition>) {
     let mut req = reqwest::Client::new().get(url);
     if let Some(token) = token {
         req = req.bearer_auth(token);
@@ -198,6 +198,22 @@ async fn scrape(url: &str, token: Option<&str>) -> (u16, Option<Exposition>) {
     let kind = resp.headers()["content-type"].to_str().unwrap().to_string();
     assert!(kind.starts_with("text/plain; version=0.0.4"), "content type {kind}");
     (status, Some(Exposition::parse(&resp.text().await.unwrap())))
+}
+
+/// The URL `--metrics-listen` serves at, as the meta server logged it (waits up to 5 s).
+pub(crate) async fn metrics_url(logs: &std::sync::Mutex<Vec<String>>) -> String {
+    let mut line = None;
+    for _ in 0..100 {
+        line = logs.lock().unwrap().iter().find(|l| l.contains("serving metrics at http://")).cloned();
+        if line.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line = line.expect("the metrics listener says where it is");
+    let url = line[line.find("http://").unwrap()..].split_whitespace().next().unwrap().trim_matches('"').to_string();
+    assert!(url.ends_with("/metrics"), "{url}");
+    url
 }
 
 #[test]
@@ -292,18 +308,7 @@ async fn metrics_listen_serves_them_in_stdio_mode_behind_the_token() {
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.args(["serve", "--metrics-listen", "127.0.0.1:0", "--auth-token", TOKEN]);
         let (meta, logs) = meta_stdio_kept(cmd, "meta-stdio").await;
-        let mut line = None;
-        for _ in 0..100 {
-            line = logs.lock().unwrap().iter().find(|l| l.contains("serving metrics at http://")).cloned();
-            if line.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let line = line.expect("the metrics listener says where it is");
-        let url =
-            line[line.find("http://").unwrap()..].split_whitespace().next().unwrap().trim_matches('"').to_string();
-        assert!(url.ends_with("/metrics"), "{url}");
+        let url = metrics_url(&logs).await;
         assert_eq!(scrape(&url, None).await.0, 401);
         let before = scrape(&url, Some(TOKEN)).await.1.expect("metrics with the token");
         // A refused create is counted as such, in the same registry the tools record into.

@@ -93,6 +93,18 @@ pub struct ResourcesSpec {
     pub memory_limit: Option<String>,
 }
 
+/// The resource's spelling (camelCase, as Kubernetes fields are) of a request's `resources`.
+impl From<&ResourcesSpec> for crate::spec::Resources {
+    fn from(r: &ResourcesSpec) -> Self {
+        Self {
+            cpu_request: r.cpu_request.clone(),
+            cpu_limit: r.cpu_limit.clone(),
+            memory_request: r.memory_request.clone(),
+            memory_limit: r.memory_limit.clone(),
+        }
+    }
+}
+
 /// An MCP server made and kept by the controller, as `create_mcp_server` would make it.
 // Clippy reads the repeated `type_ = "string"` of the printer columns as duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
