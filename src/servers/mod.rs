@@ -381,7 +381,15 @@ impl Servers {
     ) -> Result<ServerInfo, ServersError> {
         let mut spec = resolve(req, &self.presets, &self.policy, self.runtime.capabilities())?;
         shape(&mut spec.identity);
+        // A member is hidden (counted by no quota) until now: it takes its slot as a create
+        // would, at once or not at all (the caller then starts a server, which says why).
+        let id = &spec.identity;
+        let slot = self
+            .admission
+            .take(&self.runtime, Want::Create, &id.name, id.preset.as_deref(), Duration::ZERO, None)
+            .await?;
         let info = self.runtime.adopt(member, spec).await?;
+        slot.settle(&info.job_name);
         self.reaper_wake.notify_one();
         self.idle_wake.notify_one();
         Ok(info)

@@ -3,7 +3,8 @@
 //! its status, gone with it; a pool's `maxActive` holds the rest `Pending`/`PoolFull` in creation
 //! order; `stopped` suspends and resumes; `delete_mcp_server` of a resource-made server deletes
 //! the resource; `list_mcp_servers` says where each server came from; of two replicas only the
-//! leader reconciles, and a new leader takes over.
+//! leader reconciles, and a new leader takes over; a pool's warm member is handed out (and
+//! counted) within `--max-servers`.
 
 use std::time::{Duration, Instant};
 
@@ -414,6 +415,30 @@ async fn a_pools_warm_member_is_handed_to_its_next_server_and_replaced() {
         pools.delete("warmed", &DeleteParams::background()).await.unwrap();
         let gone = c.fake.wait_until(Duration::from_secs(20), |_| warm_members(&c, "warmed").is_empty()).await;
         assert!(gone, "the pool's members go with it");
+        let _ = meta.client.cancel().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_member_is_handed_out_only_within_max_servers() {
+    within(LIMIT, async {
+        let c = cluster_with_crds().await;
+        let meta = kube_meta_with_env(&c, &["--ready-timeout", "25s", "--max-servers", "1"], &[]).await;
+        let pools: Api<MCPPool> = Api::namespaced(c.fake.client(NS), NS);
+        pools.create(&PostParams::default(), &pool("warmed", json!({"preset": "time", "warm": 1}))).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !pools.get("warmed").await.unwrap().status.is_some_and(|s| s.warm_ready == 1) {
+            assert!(Instant::now() < deadline, "the pool has a Ready warm member");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let members = warm_members(&c, "warmed");
+        // A hidden member counts against no quota: a tool server takes the one slot.
+        call_ok(&meta.client, "create_mcp_server", json!({"preset": "time"})).await;
+        resources(&c).create(&PostParams::default(), &server("late", json!({"pool": "warmed"}))).await.unwrap();
+        let refused = status_until(&c, "late", Duration::from_secs(30), |s| s["reason"] == "CreateFailed").await;
+        assert!(refused["message"].as_str().unwrap_or("").contains("--max-servers limit of 1"), "{refused}");
+        assert_eq!(warm_members(&c, "warmed"), members, "the member was not handed out and stays warm");
         let _ = meta.client.cancel().await;
     })
     .await;
