@@ -428,7 +428,7 @@ async fn a_warm_member_is_handed_out_only_within_max_servers() {
         let pools: Api<MCPPool> = Api::namespaced(c.fake.client(NS), NS);
         pools.create(&PostParams::default(), &pool("warmed", json!({"preset": "time", "warm": 1}))).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !pools.get("warmed").await.unwrap().status.is_some_and(|s| s.warm_ready == 1) {
+        while pools.get("warmed").await.unwrap().status.is_none_or(|s| s.warm_ready != 1) {
             assert!(Instant::now() < deadline, "the pool has a Ready warm member");
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
