@@ -33,11 +33,14 @@ fn stop_on_signals(tasks: &Tasks) {
 /// Wait, bounded, for the task tree to end; say so when something did not.
 async fn finish(tasks: &Tasks) {
     let left = tasks.shutdown(crate::config::SHUTDOWN_LIMIT).await;
-    if left > 0 {
+    if !left.is_empty() {
         tracing::warn!(
-            tasks = left,
+            tasks = left.len(),
+            spawned_at = %left.join(", "),
             "tasks still running after {}s; exiting anyway",
             crate::config::SHUTDOWN_LIMIT.as_secs()
         );
+    } else {
+        tracing::info!("shut down: every task ended");
     }
 }

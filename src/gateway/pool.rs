@@ -178,7 +178,9 @@ impl Write for Tunnel {
     }
 }
 
-/// Runs the pool's connection tasks on the task tree.
+/// Runs the pool's connection tasks on the task tree. A pooled connection's task lives as long
+/// as its tunnel, idle or not: at shutdown it gets [`DRAIN`](crate::http::DRAIN) to finish an
+/// exchange in flight, then it is dropped (the tunnel closes), so shutdown never waits on it.
 #[derive(Clone)]
 struct TasksExecutor(Tasks);
 
@@ -188,7 +190,16 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, fut: F) {
-        self.0.spawn(fut);
+        let stop = self.0.token().clone();
+        self.0.spawn(async move {
+            tokio::pin!(fut);
+            tokio::select! {
+                _ = &mut fut => {}
+                () = stop.cancelled() => {
+                    let _ = tokio::time::timeout(crate::http::DRAIN, fut).await;
+                }
+            }
+        });
     }
 }
 

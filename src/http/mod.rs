@@ -25,7 +25,7 @@ pub(crate) fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Li
 /// How long requests in flight may take to finish once a listener stops. Streams through the
 /// gateway end only when their server stops, which shutdown does after the listeners: without
 /// a bound, an open session would hold the shutdown forever.
-const DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serve `app` on `listener` until `stop` fires, then finish the requests in flight (for at
 /// most [`DRAIN`]).

@@ -6,7 +6,7 @@
 
 use std::{
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use k8s_openapi::api::core::v1::Pod;
@@ -130,7 +130,7 @@ async fn env_and_secret_env_reach_the_server_process_and_the_meta_servers_token_
 async fn a_call_through_the_gateway_reaches_the_time_server_over_a_port_forward_tunnel() {
     within(LIMIT, async {
         let c = process_cluster().await;
-        let (meta, _) = meta(&c, &[]).await;
+        let (meta, logs) = meta(&c, &[]).await;
         let server = call_ok(&meta, "create_mcp_server", json!({"preset": "time", "wait_for_ready": true})).await;
         let url = server["urls"]["mcp"].as_str().unwrap();
         let before = c.fake.tunnels_opened();
@@ -143,6 +143,15 @@ async fn a_call_through_the_gateway_reaches_the_time_server_over_a_port_forward_
             c.fake.requests().iter().any(|r| r.resource == "pods/portforward" && r.status == 101),
             "a port-forward was upgraded to a websocket"
         );
+        // The pooled tunnel's connection task does not hold the meta server's shutdown.
+        let _ = meta.cancel().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !logs.lock().unwrap().iter().any(|l| l.contains("every task ended")) {
+            let stuck = logs.lock().unwrap().iter().find(|l| l.contains("tasks still running")).cloned();
+            assert!(stuck.is_none(), "{stuck:?}");
+            assert!(Instant::now() < deadline, "the meta server shut down within 10 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     })
     .await;
 }
