@@ -139,6 +139,7 @@ async fn make(
     match ctx.servers.create_with(request, None, shape).await {
         Ok(info) => {
             tracing::info!(resource = %name, server = %info.job_name, "made the server of an MCPServer");
+            ctx.servers.watch_ready(&info.job_name);
             status::write(ctx, resource, status::of_server(&info, None)).await?;
             Ok(Action::requeue(SOON))
         }
@@ -183,6 +184,7 @@ async fn keep(
             }
         }
         let info = ctx.servers.resume(&job, false, None, None).await?;
+        ctx.servers.watch_ready(&job);
         status::write(ctx, resource, status::of_server(&info, None)).await?;
         return Ok(Action::requeue(SOON));
     }

@@ -395,6 +395,18 @@ impl Servers {
         Ok(info)
     }
 
+    /// Wait in the background (at most the ready timeout) until server `name` is Ready or shows
+    /// it cannot be. On Kubernetes the wait records readiness on the Job, so the controller,
+    /// which watches the Jobs it owns, hears of it at once instead of at its next look.
+    pub(crate) fn watch_ready(&self, name: &str) {
+        let (runtime, name, timeout) = (self.runtime.clone(), name.to_string(), self.policy.ready_timeout);
+        self.tasks.spawn_until_cancelled(async move {
+            if let Err(e) = runtime.wait_ready(&name, timeout, None).await {
+                tracing::debug!(server = %name, error = %e, "the watched server did not become ready");
+            }
+        });
+    }
+
     /// Delete server `name` without touching the resource it was made for: the controller
     /// replaces a server whose resource's spec changed.
     pub(crate) async fn replace(&self, name: &str) -> Result<Deleted, ServersError> {
