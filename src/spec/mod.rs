@@ -8,7 +8,7 @@ mod resources;
 mod selector;
 
 pub use checks::*;
-pub use resources::{Resources, is_quantity};
+pub use resources::{Resources, is_quantity, quantity_nanos};
 pub use selector::LabelSelector;
 
 use std::{

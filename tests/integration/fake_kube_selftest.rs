@@ -8,8 +8,9 @@ use anyhow::Result;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::{
     batch::v1::Job,
-    core::v1::{ConfigMap, Event, Namespace, Pod, Secret, Service},
+    core::v1::{ConfigMap, Event, Namespace, Pod, ResourceRequirements, Secret, Service},
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{
     Api,
     api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams},
@@ -584,6 +585,56 @@ async fn pod_logs_honour_tail_lines_and_answer_like_the_kubelet() -> Result<()> 
         (s.code, s.message),
         (400, format!("container \"mcp\" in pod \"{slow}\" is waiting to start: ContainerCreating"))
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn quantities_are_stored_in_the_api_servers_canonical_form() -> Result<()> {
+    let (fake, client) = start(FakeConfig::new(NS)).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
+    // Per container: requests, then limits, as (resource, sent, stored) — Kubernetes' own forms.
+    let containers = [
+        (
+            [("cpu", "0.5", "500m"), ("memory", "0.5Gi", "512Mi"), ("ephemeral-storage", "1.5Ki", "1536")],
+            [("cpu", "1000m", "1"), ("memory", "1024Mi", "1Gi"), ("ephemeral-storage", "2000k", "2M")],
+        ),
+        (
+            [("cpu", ".1", "100m"), ("memory", "128Mi", "128Mi"), ("ephemeral-storage", "0", "0")],
+            [("cpu", "1500m", "1500m"), ("memory", "1500M", "1500M"), ("ephemeral-storage", "1500", "1500")],
+        ),
+    ];
+    let quantities = |list: &[(&str, &str, &str)]| {
+        list.iter()
+            .map(|(k, v, _)| (k.to_string(), Quantity(v.to_string())))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let mut j = job("q", "img:1", &[]);
+    let pod = j.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+    let first = pod.containers[0].clone();
+    pod.containers = containers
+        .iter()
+        .enumerate()
+        .map(|(i, (requests, limits))| k8s_openapi::api::core::v1::Container {
+            name: format!("c{i}"),
+            resources: Some(ResourceRequirements {
+                requests: Some(quantities(requests)),
+                limits: Some(quantities(limits)),
+                ..Default::default()
+            }),
+            ..first.clone()
+        })
+        .collect();
+    let stored = jobs.create(&PostParams::default(), &j).await?;
+    let stored = stored.spec.unwrap().template.spec.unwrap().containers;
+    for (c, (requests, limits)) in stored.iter().zip(&containers) {
+        let r = c.resources.clone().unwrap();
+        for (side, list) in [(r.requests.unwrap(), requests), (r.limits.unwrap(), limits)] {
+            for (k, sent, canonical) in list {
+                assert_eq!(side[*k].0, *canonical, "{}: {k} {sent} is stored as {canonical}", c.name);
+            }
+        }
+    }
+    let _ = fake;
     Ok(())
 }
 

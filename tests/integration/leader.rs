@@ -33,8 +33,20 @@ pub(crate) struct Replica {
     host: &'static str,
 }
 
-async fn replica(c: &Cluster, host: &'static str) -> Replica {
-    replica_with(c, host, &["--warm-pool", "time=2"]).await
+/// A replica keeping a warm pool of 2 `time` servers, from `presets` (see [`presets_dir`]).
+async fn replica(c: &Cluster, host: &'static str, presets: &std::path::Path) -> Replica {
+    replica_with(c, host, &["--warm-pool", "time=2", "--presets-dir", presets.to_str().unwrap()]).await
+}
+
+/// A `time` preset whose resources the API server stores in another form (`0.5` as `500m`,
+/// `0.5Gi` as `512Mi`): a new leader must still know its members for the pool's.
+fn presets_dir(c: &Cluster) -> std::path::PathBuf {
+    let dir = c.kubeconfig.parent().unwrap().join("presets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let time = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/presets/time.toml")).unwrap();
+    let resources = "\n[resources]\ncpu_request = \"0.1\"\ncpu_limit = \"0.5\"\nmemory_limit = \"0.5Gi\"\n";
+    std::fs::write(dir.join("time.toml"), format!("{time}{resources}")).unwrap();
+    dir
 }
 
 /// A replica with `extra` flags.
@@ -119,7 +131,8 @@ async fn of_two_replicas_only_the_leader_keeps_pools_and_reaps_and_a_killed_lead
     within(LIMIT, async {
         let c = cluster(FakeConfig::new(NS)).await;
         // Both start at once: they race for the Lease, and one create of it gets 409.
-        let (a, b) = tokio::join!(replica(&c, "meta-a"), replica(&c, "meta-b"));
+        let presets = presets_dir(&c);
+        let (a, b) = tokio::join!(replica(&c, "meta-a", &presets), replica(&c, "meta-b", &presets));
         assert!(c.fake.wait_until(Duration::from_secs(15), |f| holder(f).is_some()).await, "someone leads");
         let (leader, follower) = if holds(&c.fake, &a) { (a, b) } else { (b, a) };
         assert!(holds(&c.fake, &leader), "the Lease names one of the two: {:?}", holder(&c.fake));
@@ -133,6 +146,11 @@ async fn of_two_replicas_only_the_leader_keeps_pools_and_reaps_and_a_killed_lead
         let pooled = members(&c.fake);
         assert_eq!(pooled.len(), 2, "exactly the pool's 2 members exist, not one set per replica: {pooled:?}");
         assert_eq!(job_creates(&c.fake), 2, "only the leader started members");
+        let member = c.fake.object::<Job>(NS, &pooled[0]).expect("a member");
+        let pod = member.spec.unwrap().template.spec.unwrap();
+        let mcp = pod.containers.iter().find(|c| c.name == "mcp").expect("the server's container");
+        let limits = mcp.resources.clone().and_then(|r| r.limits).unwrap_or_default();
+        assert_eq!((limits["cpu"].0.as_str(), limits["memory"].0.as_str()), ("500m", "512Mi"), "stored canonical");
         assert!(holds(&c.fake, &leader), "the leader kept the Lease");
         let leads = async |r: &Replica| call_ok(&r.client, "get_version", json!({})).await["leader"].clone();
         assert_eq!(

@@ -466,7 +466,10 @@ impl KubernetesRuntime {
             let containers = |list: Option<&Vec<k8s_openapi::api::core::v1::Container>>| -> Vec<serde_json::Value> {
                 list.into_iter()
                     .flatten()
-                    .map(|c| serde_json::json!([c.name, c.image, c.command, c.args, c.env, c.env_from, c.resources]))
+                    .map(|c| {
+                        let resources = worth(c.resources.as_ref());
+                        serde_json::json!([c.name, c.image, c.command, c.args, c.env, c.env_from, resources])
+                    })
                     .collect()
             };
             serde_json::json!([
@@ -478,6 +481,21 @@ impl KubernetesRuntime {
         };
         what(job) == what(&wanted)
     }
+}
+
+/// A container's requests and limits by what each quantity is worth: the API server stores
+/// them in its canonical form (`0.5` as `500m`, `1024Mi` as `1Gi`), so the text read back need
+/// not be the text sent. No resources and empty ones are the same.
+fn worth(r: Option<&k8s_openapi::api::core::v1::ResourceRequirements>) -> serde_json::Value {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use std::collections::BTreeMap;
+    let side = |m: Option<&BTreeMap<String, Quantity>>| -> BTreeMap<String, String> {
+        m.into_iter()
+            .flatten()
+            .map(|(k, q)| (k.clone(), crate::spec::quantity_nanos(&q.0).map_or_else(|| q.0.clone(), |n| n.to_string())))
+            .collect()
+    };
+    serde_json::json!([side(r.and_then(|r| r.requests.as_ref())), side(r.and_then(|r| r.limits.as_ref()))])
 }
 
 /// Fill `tools`, `sessions`, `last_activity` and `ready_after_ms` from a bridge's `/status`,

@@ -97,6 +97,15 @@ fn default_pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
                 default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 default(c, "terminationMessagePolicy", json!("File"));
                 default(c, "resources", json!({}));
+                for side in ["requests", "limits"] {
+                    if let Some(Value::Object(q)) = c.get_mut("resources").and_then(|r| r.get_mut(side)) {
+                        for v in q.values_mut() {
+                            if let Some(text) = v.as_str() {
+                                *v = json!(canonical_quantity(text));
+                            }
+                        }
+                    }
+                }
                 if let Some(Value::Array(ports)) = c.get_mut("ports") {
                     for p in ports.iter_mut().filter_map(Value::as_object_mut) {
                         default(p, "protocol", json!("TCP"));
@@ -104,6 +113,33 @@ fn default_pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
                 }
             }
         }
+    }
+}
+
+/// The form the API server stores quantity `s` in (resource.Quantity's canonical string). A
+/// binary quantity (`Ki`…`Ei`) of whole bytes, 1Ki or more, takes the largest binary suffix that
+/// leaves a whole number (`1024Mi` → `1Gi`, `0.5Gi` → `512Mi`), or none (`1.5Ki` → `1536`). Any
+/// other quantity takes the largest decimal suffix that leaves a whole number (`0.5` → `500m`,
+/// `1000m` → `1`, `2000k` → `2M`, `1500` stays). What is not a quantity is left as it is.
+fn canonical_quantity(s: &str) -> String {
+    const BINARY: [(&str, u32); 6] = [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)];
+    const DECIMAL: [(&str, u32); 9] =
+        [("E", 27), ("P", 24), ("T", 21), ("G", 18), ("M", 15), ("k", 12), ("", 9), ("m", 6), ("u", 3)];
+    let Some(nanos) = mcp_ephemeral::spec::quantity_nanos(s) else { return s.to_string() };
+    const ONE: i128 = 1_000_000_000;
+    if s.ends_with('i') && nanos % ONE == 0 && nanos / ONE >= 1024 {
+        let bytes = nanos / ONE;
+        return match BINARY.iter().find(|(_, p)| bytes % (1_i128 << p) == 0) {
+            Some((suffix, p)) => format!("{}{suffix}", bytes >> p),
+            None => bytes.to_string(),
+        };
+    }
+    if nanos == 0 {
+        return "0".into();
+    }
+    match DECIMAL.iter().find(|(_, p)| nanos % 10_i128.pow(*p) == 0) {
+        Some((suffix, p)) => format!("{}{suffix}", nanos / 10_i128.pow(*p)),
+        None => format!("{nanos}n"),
     }
 }
 
