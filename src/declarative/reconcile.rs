@@ -59,7 +59,7 @@ async fn pass(resource: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action, Rec
         },
         None => None,
     };
-    // The pool's own status (active, pending) is written by the pool's pass (warm.rs), not
+    // The pool's own status (active, pending) is written by the pool's pass (pools.rs), not
     // here: one writer, and no two extra lists in every server's pass.
     match server {
         None => make(&ctx, &resource, pool.as_ref()).await,
