@@ -39,7 +39,7 @@ pub(super) async fn get(ctx: &Context, name: &str) -> Result<Option<MCPPool>, Re
 /// The pool's servers and the resources waiting for one.
 pub(super) async fn occupancy(ctx: &Context, pool: &str) -> Result<Occupancy, ReconcileError> {
     let selector = LabelSelector::parse(&format!("{LABEL_MCPPOOL}={pool}")).expect("a pool name is a label value");
-    let servers: Vec<ServerInfo> = ctx.servers.list(&selector).await?;
+    let servers: Vec<ServerInfo> = ctx.servers.list_brief(&selector).await?;
     let active = servers.iter().filter(|s| s.phase != Phase::Stopped).count();
     let served: Vec<&str> = servers.iter().filter_map(|s| s.labels.get(LABEL_RESOURCE).map(String::as_str)).collect();
     let mut waiting: Vec<MCPServer> = ctx

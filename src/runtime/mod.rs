@@ -167,6 +167,15 @@ impl Runtime {
         }
     }
 
+    /// [`list`](Self::list) for counting: phases, labels and times as the runtime holds them,
+    /// without asking each Kubernetes bridge for its sessions and tools (locally the same list).
+    pub(crate) async fn list_brief(&self, selector: &LabelSelector) -> Result<Vec<ServerInfo>, RuntimeError> {
+        match self {
+            Runtime::Local(r) => Ok(r.list(selector)),
+            Runtime::Kubernetes(r) => r.list_brief(selector).await,
+        }
+    }
+
     /// Delete `name`; deleting what is already gone succeeds with `already_gone`.
     /// Delete the resource server `name` was made for (an `MCPServer`), if any.
     pub(crate) async fn delete_owner(&self, name: &str) -> Result<(), RuntimeError> {

@@ -170,7 +170,7 @@ impl Admission {
         // The outer error is the runtime's; the inner is the full quota.
     ) -> Result<Result<Slots<'_>, QuotaKind>, ServersError> {
         let listed_at = Instant::now();
-        let listed = runtime.list(&LabelSelector::default()).await?;
+        let listed = runtime.list_brief(&LabelSelector::default()).await?;
         let mut held = Vec::new();
         if want == Want::Create {
             let names: Vec<String> = listed.iter().map(|s| s.job_name.clone()).collect();

@@ -1,7 +1,7 @@
 //! The servers-by-phase gauge and the warm-pool sizes, read for /metrics just before a scrape.
 //! A scrape must not wait for the runtime nor cost a cluster list each: the local runtime's
-//! list is a read of memory and is taken at every scrape; on Kubernetes a list (Jobs, pods, the
-//! bridges' status) runs in the background at most every [`MAX_AGE`], and a scrape shows the
+//! list is a read of memory and is taken at every scrape; on Kubernetes a list (Jobs and pods; the
+//! bridges are not asked) runs in the background at most every [`MAX_AGE`], and a scrape shows the
 //! last one.
 
 use std::{
@@ -58,7 +58,7 @@ fn take(servers: &Arc<Servers>, weak: &Weak<Servers>) {
     let weak = weak.clone();
     servers.tasks.spawn_until_cancelled(async move {
         let Some(servers) = weak.upgrade() else { return };
-        match servers.runtime.list(&LabelSelector::default()).await {
+        match servers.runtime.list_brief(&LabelSelector::default()).await {
             Ok(listed) => servers.metrics.servers().census(runtime, listed.iter().map(|s| s.phase)),
             Err(e) => tracing::debug!(error = %e, "the metrics census could not list the servers"),
         }

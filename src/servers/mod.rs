@@ -226,7 +226,7 @@ impl Servers {
 
     /// Every quota and how much of it is used now, for get_version.
     pub(crate) async fn quota_use(&self) -> Result<Vec<QuotaUse>, ServersError> {
-        let listed = self.runtime.list(&LabelSelector::default()).await?;
+        let listed = self.runtime.list_brief(&LabelSelector::default()).await?;
         Ok(self.admission.usage(&listed))
     }
 
@@ -324,6 +324,12 @@ impl Servers {
 
     pub(crate) async fn list(&self, selector: &LabelSelector) -> Result<Vec<ServerInfo>, ServersError> {
         Ok(self.runtime.list(selector).await?)
+    }
+
+    /// [`list`](Self::list) for counting (no bridge `/status` per server): see
+    /// [`Runtime::list_brief`].
+    pub(crate) async fn list_brief(&self, selector: &LabelSelector) -> Result<Vec<ServerInfo>, ServersError> {
+        Ok(self.runtime.list_brief(selector).await?)
     }
 
     /// Start a throwaway server for `req`, read what it offers once it is Ready, and delete

@@ -51,7 +51,7 @@ impl Reaper {
     /// Delete what has expired; returns how long until the next expiry (capped).
     async fn reap_expired(&self) -> Duration {
         let mut sleep = self.max_sleep;
-        let servers = match self.runtime.list(&LabelSelector::default()).await {
+        let servers = match self.runtime.list_brief(&LabelSelector::default()).await {
             Ok(servers) => servers,
             Err(e) => {
                 tracing::warn!(error = %e, "reaper could not list servers");

@@ -572,6 +572,16 @@ impl KubernetesRuntime {
     }
 
     pub(crate) async fn list(&self, selector: &LabelSelector) -> Result<Vec<ServerInfo>, RuntimeError> {
+        self.list_with(selector, true).await
+    }
+
+    /// [`list`](Self::list) without asking each running bridge for its `/status` (sessions,
+    /// tools, last activity): two API lists, for counting phases, labels and expiry.
+    pub(crate) async fn list_brief(&self, selector: &LabelSelector) -> Result<Vec<ServerInfo>, RuntimeError> {
+        self.list_with(selector, false).await
+    }
+
+    async fn list_with(&self, selector: &LabelSelector, ask_bridges: bool) -> Result<Vec<ServerInfo>, RuntimeError> {
         let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
         // Warm-pool members are nobody's servers until handed out.
         let user = [selector.to_query(), format!("!{LABEL_POOL},!{},!{}", super::LABEL_THROWAWAY, super::LABEL_WARM)]
@@ -599,7 +609,7 @@ impl KubernetesRuntime {
         for job in &jobs {
             let pod = by_job.remove(&job.name_any()).and_then(pods::pod_of_job);
             let info = self.info(job, pod.as_ref());
-            if self.bridge_answers(&info, job, pod.as_ref()) {
+            if ask_bridges && self.bridge_answers(&info, job, pod.as_ref()) {
                 askable.push(infos.len());
             }
             infos.push(info);
