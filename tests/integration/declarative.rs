@@ -19,7 +19,7 @@ use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
-use mcp_ephemeral::runtime::kubernetes::crd::{self, MCPPool, MCPServer};
+use mcp_ephemeral::runtime::kubernetes::crd::{self, MCPPool, MCPPoolStatus, MCPServer};
 use serde_json::{Value, json};
 
 use crate::{
@@ -92,6 +92,20 @@ async fn status_until(c: &Cluster, name: &str, limit: Duration, done: impl Fn(&V
         }
         assert!(Instant::now() < deadline, "{name}: status not reached within {limit:?}; last {status}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Poll pool `name`'s status until `done` holds (at most `limit`); the last status.
+async fn pool_until(c: &Cluster, name: &str, limit: Duration, done: impl Fn(&MCPPoolStatus) -> bool) -> MCPPoolStatus {
+    let pools: Api<MCPPool> = Api::namespaced(c.fake.client(NS), NS);
+    let deadline = Instant::now() + limit;
+    loop {
+        let status = pools.get(name).await.ok().and_then(|p| p.status).unwrap_or_default();
+        if done(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "pool {name}: status not reached within {limit:?}; last {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -189,16 +203,8 @@ async fn a_full_pool_keeps_the_next_server_pending_until_a_slot_frees() {
         let waiting = status_until(&c, "second", Duration::from_secs(20), |s| s["reason"] == "PoolFull").await;
         assert_eq!(phase(&waiting), "Pending", "{waiting}");
         assert!(job_of(&c, "second").is_none(), "no server while the pool is full");
-        // The pool's status is written after the server's, in the same pass: wait for it.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let counts = pools.get("clocks").await.unwrap().status.map(|s| (s.active, s.pending));
-            if counts == Some((1, 1)) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the pool's status counts one active, one pending: {counts:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        // The pool's own pass writes its counts, up to 3 s after the server's status.
+        pool_until(&c, "clocks", Duration::from_secs(10), |s| (s.active, s.pending) == (1, 1)).await;
         // The pool's defaults filled the unset fields.
         let first = job_of(&c, "first").unwrap();
         assert_eq!(first.spec.unwrap().active_deadline_seconds, Some(900));
@@ -427,11 +433,7 @@ async fn a_warm_member_is_handed_out_only_within_max_servers() {
         let meta = kube_meta_with_env(&c, &["--ready-timeout", "25s", "--max-servers", "1"], &[]).await;
         let pools: Api<MCPPool> = Api::namespaced(c.fake.client(NS), NS);
         pools.create(&PostParams::default(), &pool("warmed", json!({"preset": "time", "warm": 1}))).await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while pools.get("warmed").await.unwrap().status.is_none_or(|s| s.warm_ready != 1) {
-            assert!(Instant::now() < deadline, "the pool has a Ready warm member");
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        pool_until(&c, "warmed", Duration::from_secs(60), |s| s.warm_ready == 1).await;
         let members = warm_members(&c, "warmed");
         // A hidden member counts against no quota: a tool server takes the one slot.
         call_ok(&meta.client, "create_mcp_server", json!({"preset": "time"})).await;
